@@ -1,0 +1,25 @@
+"""Registers the plugin's own models, losses, samplers and config keys (idempotent)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nh_crossbasin.config_keys import ConfigKey, at_least, register_config_key
+from nh_crossbasin.registry import SAMPLERS, register_loss, register_sampler
+
+CORE_KEYS = (
+    ConfigKey("xb_nse_eps", 0.1, "epsilon added to each basin's discharge std in the NSE* loss", types=(float,),
+              check=at_least(0.0), allowed="a number >= 0"),
+    ConfigKey("xb_sampler", "uniform", "how training samples are drawn: 'uniform' is NH's shuffled pass, "
+              "'influence' weights basins by gradient influence", choices=SAMPLERS),
+)
+
+
+def register_builtins() -> None:
+    """Add the plugin's built-in entries to the registries."""
+    from nh_crossbasin.nh.losses import NSEStarLoss
+    from nh_crossbasin.nh.samplers import UniformSampler
+
+    for key in CORE_KEYS:
+        register_config_key(key, overwrite=True)
+    register_loss("xb_nse_star", NSEStarLoss, overwrite=True)
+    register_sampler("uniform", UniformSampler, overwrite=True)

@@ -1,0 +1,1 @@
+"""Pure numerical core of nh-crossbasin: torch/numpy only, no NeuralHydrology imports."""

@@ -1,0 +1,1 @@
+"""NeuralHydrology-facing classes built on NH's public base classes (models, losses, trainer, samplers)."""

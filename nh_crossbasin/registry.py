@@ -1,0 +1,128 @@
+"""Name-to-class registries for the plugin's models, losses and samplers.
+
+The registries have the shape NeuralHydrology users know from ``DatasetRegistry``: a key (the value a user writes
+in the config, matched case-insensitively as NH does) maps to a class, and ``register_*`` functions add entries at
+the start of runtime. Third-party packages may register their own classes the same way::
+
+    from nh_crossbasin import register_model
+    register_model("my_lstm", MyLSTM)          # MyLSTM(cfg) subclasses neuralhydrology's BaseModel
+
+Config keys have a registry of their own in :mod:`nh_crossbasin.config_keys`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterator, Optional, Type
+
+
+class Registry:
+    """A case-insensitive mapping from config names to classes.
+
+    Parameters
+    ----------
+    kind : str
+        What the registry holds (``"model"``, ``"loss"``, ...); used in error messages.
+    config_key : str
+        The NH config key whose value selects an entry (``"model"``, ``"loss"``, ``"xb_sampler"``).
+    base_class : callable, optional
+        Zero-argument callable returning the base class every entry must subclass. It is called lazily, at
+        registration, so that importing this module does not import torch or NeuralHydrology.
+    """
+
+    def __init__(self, kind: str, config_key: str, base_class: Optional[Callable[[], type]] = None):
+        self.kind = kind
+        self.config_key = config_key
+        self._base_class = base_class
+        self._classes: Dict[str, type] = {}
+
+    def register(self, key: str, new_class: Type, overwrite: bool = False) -> None:
+        """Add a class under ``key``.
+
+        Parameters
+        ----------
+        key : str
+            The value users write for :attr:`config_key` in their config (stored lower-case).
+        new_class : type
+            The class; must subclass the registry's base class.
+        overwrite : bool, optional
+            Replace an existing entry of the same name instead of raising.
+
+        Raises
+        ------
+        TypeError
+            If ``new_class`` is not a subclass of the registry's base class.
+        ValueError
+            If ``key`` is empty or already taken and ``overwrite`` is False.
+        """
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"A {self.kind} name must be a non-empty string, got {key!r}.")
+        name = key.lower()
+        if self._base_class is not None:
+            base = self._base_class()
+            if not (isinstance(new_class, type) and issubclass(new_class, base)):
+                raise TypeError(f"{self.kind} '{key}': {new_class!r} is not a subclass of {base.__module__}."
+                                f"{base.__qualname__}.")
+        if name in self._classes and self._classes[name] is not new_class and not overwrite:
+            raise ValueError(f"A {self.kind} named '{name}' is already registered ({self._classes[name]!r}); "
+                             f"pass overwrite=True to replace it.")
+        self._classes[name] = new_class
+
+    def unregister(self, key: str) -> None:
+        """Remove ``key`` if present."""
+        self._classes.pop(key.lower(), None)
+
+    def get(self, key: Optional[str]) -> Optional[type]:
+        """Return the class registered under ``key`` (case-insensitive), or None."""
+        if not isinstance(key, str):
+            return None
+        return self._classes.get(key.lower())
+
+    def names(self) -> list[str]:
+        """Sorted list of registered names."""
+        return sorted(self._classes)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._classes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind}: {', '.join(self.names()) or '-'})"
+
+
+def _nh_base_model() -> type:
+    from neuralhydrology.modelzoo.basemodel import BaseModel
+    return BaseModel
+
+
+def _nh_base_loss() -> type:
+    from neuralhydrology.training.loss import BaseLoss
+    return BaseLoss
+
+
+def _base_sampler() -> type:
+    from nh_crossbasin.nh.samplers import BasinSampler
+    return BasinSampler
+
+
+MODELS = Registry("model", "model", _nh_base_model)
+LOSSES = Registry("loss", "loss", _nh_base_loss)
+SAMPLERS = Registry("sampler", "xb_sampler", _base_sampler)
+
+
+def register_model(key: str, new_class: Type, overwrite: bool = False) -> None:
+    """Register a model class for ``model: <key>``; it is built as ``new_class(cfg=cfg)`` like NH's modelzoo."""
+    MODELS.register(key, new_class, overwrite=overwrite)
+
+
+def register_loss(key: str, new_class: Type, overwrite: bool = False) -> None:
+    """Register a loss class for ``loss: <key>``; it is built as ``new_class(cfg)`` like NH's losses."""
+    LOSSES.register(key, new_class, overwrite=overwrite)
+
+
+def register_sampler(key: str, new_class: Type, overwrite: bool = False) -> None:
+    """Register a training-sample sampler for ``xb_sampler: <key>``."""
+    SAMPLERS.register(key, new_class, overwrite=overwrite)
