@@ -18,8 +18,11 @@ def register_builtins() -> None:
     """Add the plugin's built-in entries to the registries."""
     from nh_crossbasin.nh.losses import NSEStarLoss
     from nh_crossbasin.nh.samplers import UniformSampler
+    from nh_crossbasin.nh.models.fused_ealstm import FusedEALSTM
+    from nh_crossbasin.registry import register_model
 
     for key in CORE_KEYS:
         register_config_key(key, overwrite=True)
     register_loss("xb_nse_star", NSEStarLoss, overwrite=True)
     register_sampler("uniform", UniformSampler, overwrite=True)
+    register_model("xb_ealstm", FusedEALSTM, overwrite=True)

@@ -283,3 +283,59 @@ def install_disabled_hint(reason: str) -> None:
 
     nh_check = _nh_check_cfg_keys()
     _HINT.set(_config_class(), "_check_cfg_keys", staticmethod(check_with_hint))
+
+
+# ---- EA-LSTM embedding support
+def dataset_class(cfg) -> type:
+    """The NH dataset class that ``cfg.dataset`` names, from NH's dataset registry (registered datasets included).
+
+    Raises
+    ------
+    NotImplementedError
+        If NH knows no dataset of that name.
+    """
+    from neuralhydrology import datasetzoo
+    classes = getattr(getattr(datasetzoo, "_datasetZooRegistry", None), "_DatasetRegistry__dataset_class", None)
+    if classes is None:
+        raise RuntimeError(f"NH {nh_version()}'s dataset registry has an unknown layout; cannot look up dataset "
+                           f"classes.")
+    dataset = classes.get(cfg.dataset.lower())
+    if dataset is None:
+        raise NotImplementedError(f"No dataset class implemented for dataset {cfg.dataset}")
+    return dataset
+
+
+def normalized_static_attributes(cfg, basins, scaler) -> Dict[str, torch.Tensor]:
+    """Each basin's static and HydroATLAS attributes, normalised exactly as NH's dataset feeds them to the model.
+
+    Runs NH's own attribute loading (``BaseDataset._load_combined_attributes``: the dataset class's
+    ``_load_attributes``, column selection and order, normalisation with the training scaler) on a dataset object
+    whose time series are never loaded, so it takes milliseconds per basin instead of reading every time series.
+
+    Parameters
+    ----------
+    cfg : neuralhydrology.utils.config.Config
+        The run's configuration.
+    basins : sequence of str
+        Basin ids.
+    scaler : dict
+        The training scaler (``neuralhydrology.datautils.utils.load_scaler(run_dir)``).
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        ``{basin: float32 tensor [n_attributes]}``; empty when the run uses no static or HydroATLAS attributes.
+    """
+    cls = dataset_class(cfg)
+    dataset = cls.__new__(cls)  # BaseDataset.__init__ would load all time series
+    dataset.cfg = cfg
+    dataset.is_train = False
+    dataset.period = "train"
+    dataset.basins = [str(b) for b in basins]
+    dataset.scaler = dict(scaler)
+    dataset.id_to_int = {}
+    dataset.additional_features = []
+    dataset._compute_scaler = False
+    dataset._attributes = {}
+    dataset._load_combined_attributes()
+    return dict(dataset._attributes)
