@@ -231,6 +231,8 @@ def install() -> None:
     if _PLUGIN:
         return
     check_nh_version()
+    for module_name, _, _ in _CALL_SITES:  # import all first: modules that import a name bind NH's original
+        importlib.import_module(module_name)
     _HINT.restore()
     _PLUGIN.set(_config_class(), "_check_cfg_keys", staticmethod(_check_cfg_keys))
     for module_name, attribute, replacement in _CALL_SITES:
