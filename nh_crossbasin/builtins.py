@@ -1,10 +1,8 @@
 """Registers the plugin's own models, losses, samplers and config keys (idempotent)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from nh_crossbasin.config_keys import ConfigKey, at_least, register_config_key
-from nh_crossbasin.registry import SAMPLERS, register_loss, register_sampler
+from nh_crossbasin.registry import SAMPLERS, register_loss, register_model, register_sampler
 
 CORE_KEYS = (
     ConfigKey("xb_nse_eps", 0.1, "epsilon added to each basin's discharge std in the NSE* loss", types=(float,),
@@ -16,13 +14,14 @@ CORE_KEYS = (
 
 def register_builtins() -> None:
     """Add the plugin's built-in entries to the registries."""
+    from nh_crossbasin.nh.influence_sampler import INFLUENCE_KEYS, InfluenceSampler
     from nh_crossbasin.nh.losses import NSEStarLoss
-    from nh_crossbasin.nh.samplers import UniformSampler
     from nh_crossbasin.nh.models.fused_ealstm import FusedEALSTM
-    from nh_crossbasin.registry import register_model
+    from nh_crossbasin.nh.samplers import UniformSampler
 
-    for key in CORE_KEYS:
+    for key in CORE_KEYS + INFLUENCE_KEYS:
         register_config_key(key, overwrite=True)
     register_loss("xb_nse_star", NSEStarLoss, overwrite=True)
     register_sampler("uniform", UniformSampler, overwrite=True)
+    register_sampler("influence", InfluenceSampler, overwrite=True)
     register_model("xb_ealstm", FusedEALSTM, overwrite=True)
