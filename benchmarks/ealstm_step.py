@@ -1,7 +1,7 @@
 """Training-step time of NH ``cudalstm``, NH ``ealstm`` and the plugin's ``xb_ealstm``.
 
 One step is forward + backward + Adam on a synthetic batch (``predict_last_n = 1``, MSE on the last time step),
-timed after warm-up steps; the table shows the median (and minimum) of the repeats, the ratio to ``cudalstm`` and,
+timed after warm-up steps (the models take turns step by step); the table shows the median (and minimum) of the repeats, the ratio to ``cudalstm`` and,
 on CUDA, the peak GPU memory of the timed steps. Defaults are the reference shapes: hidden 256, sequence 270,
 5 dynamic + 27 static inputs, batch 256 and 2048.
 
@@ -72,37 +72,73 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training_step(model_name: str, batch_size: int, args: argparse.Namespace) -> Dict[str, float]:
-    """Median/min step time in ms (and peak GPU MiB on CUDA) of one model at one batch size."""
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    cfg = build_config(model_name, args.hidden_size, args.seq_length, args.dynamic_inputs, args.static_inputs)
-    model = build_model(cfg).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    data = synthetic_batch(cfg, batch_size, device)
+class TrainingStep:
+    """One model, its Adam optimiser and a synthetic batch; calling it runs one timed training step.
 
-    def step():
-        optimizer.zero_grad()
-        prediction = model(data)["y_hat"][:, -1:]
-        loss = torch.mean((prediction - data["y"][:, -1:]) ** 2)
+    Parameters
+    ----------
+    model_name : str
+        ``cudalstm``, ``ealstm`` or ``xb_ealstm``.
+    batch_size : int
+        Samples per batch.
+    args : argparse.Namespace
+        The benchmark's options (shapes, device).
+    """
+
+    def __init__(self, model_name: str, batch_size: int, args: argparse.Namespace):
+        self.device = torch.device(args.device)
+        torch.manual_seed(0)
+        cfg = build_config(model_name, args.hidden_size, args.seq_length, args.dynamic_inputs, args.static_inputs)
+        self.model = build_model(cfg).to(self.device).train()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.data = synthetic_batch(cfg, batch_size, self.device)
+        self.times_ms: List[float] = []
+        self.peak_mib = 0.0
+
+    def step(self) -> None:
+        """Forward, backward and Adam update."""
+        self.optimizer.zero_grad()
+        prediction = self.model(self.data)["y_hat"][:, -1:]
+        loss = torch.mean((prediction - self.data["y"][:, -1:]) ** 2)
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
 
-    for _ in range(args.warmup):
-        step()
-    _synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(args.repeats):
+    def timed_step(self) -> None:
+        """One step, recording its wall time (and peak GPU memory on CUDA)."""
+        _synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
-        step()
-        _synchronize(device)
-        times.append(1000 * (time.perf_counter() - start))
-    result = {"median_ms": statistics.median(times), "min_ms": min(times)}
-    if device.type == "cuda":
-        result["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return result
+        self.step()
+        _synchronize(self.device)
+        self.times_ms.append(1000 * (time.perf_counter() - start))
+        if self.device.type == "cuda":
+            self.peak_mib = max(self.peak_mib, torch.cuda.max_memory_allocated(self.device) / 2 ** 20)
+
+    def result(self) -> Dict[str, float]:
+        result = {"median_ms": statistics.median(self.times_ms), "min_ms": min(self.times_ms)}
+        if self.device.type == "cuda":
+            result["peak_mib"] = self.peak_mib
+        return result
+
+
+def time_training_steps(models: Sequence[str], batch_size: int, args: argparse.Namespace) -> Dict[str, Dict]:
+    """Median/min step time in ms (and peak GPU MiB on CUDA) of each model at one batch size.
+
+    The models take turns step by step, so that load from other processes affects all of them alike.
+    """
+    steps = {name: TrainingStep(name, batch_size, args) for name in models}
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step.step()
+    for _ in range(args.repeats):
+        for step in steps.values():
+            step.timed_step()
+    results = {name: step.result() for name, step in steps.items()}
+    del steps
+    if torch.device(args.device).type == "cuda":
+        torch.cuda.empty_cache()
+    return results
 
 
 def markdown_table(results: Dict[tuple, Dict[str, float]], batch_sizes: Sequence[int], models: Sequence[str],
@@ -177,10 +213,10 @@ def main(argv: List[str] = None) -> None:
     device = torch.device(args.device)
     results = {}
     for batch_size in args.batch_sizes:
-        for model in args.models:
-            results[(model, batch_size)] = time_training_step(model, batch_size, args)
-            print(f"batch {batch_size:5d} {model:10s} {results[(model, batch_size)]['median_ms']:9.1f} ms/step",
-                  file=sys.stderr, flush=True)
+        for model, result in time_training_steps(args.models, batch_size, args).items():
+            results[(model, batch_size)] = result
+            print(f"batch {batch_size:5d} {model:10s} {result['median_ms']:9.1f} ms/step", file=sys.stderr,
+                  flush=True)
     table = markdown_table(results, args.batch_sizes, args.models, cuda=device.type == "cuda")
     print(f"hidden {args.hidden_size}, seq {args.seq_length}, {args.dynamic_inputs} dynamic + {args.static_inputs} "
           f"static inputs, {args.repeats} repeats after {args.warmup} warm-up steps; {machine_description(device)}")

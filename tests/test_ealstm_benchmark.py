@@ -1,0 +1,36 @@
+"""Smoke test of ``benchmarks/ealstm_step.py`` at toy sizes (no timing asserts)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "ealstm_step.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("ealstm_step", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_prints_table_and_appends_results(tmp_path, capsys):
+    benchmark = load_benchmark()
+    results = tmp_path / "RESULTS.md"
+    argv = ["--device", "cpu", "--batch-sizes", "4", "3", "--seq-length", "12", "--hidden-size", "8",
+            "--warmup", "1", "--repeats", "2", "--threads", "1", "--results", str(results)]
+    threads = torch.get_num_threads()
+    try:
+        benchmark.main(argv)
+        printed = capsys.readouterr().out
+        benchmark.main(argv[:-2] + ["--models", "xb_ealstm", "--results", str(results)])
+    finally:
+        torch.set_num_threads(threads)
+    for model in ("cudalstm", "ealstm", "xb_ealstm"):
+        assert f"| 4 | {model} |" in printed and f"| 3 | {model} |" in printed
+    text = results.read_text()
+    assert text.startswith("# Benchmark results")
+    assert "benchmarks/ealstm_step.py --device cpu --batch-sizes 4 3" in text and "| 3 | xb_ealstm |" in text
+    assert results.read_text().count("## EA-LSTM training step") == 2
