@@ -34,6 +34,8 @@ VARIANTS = {
     "gmm_head": dict(head="gmm", n_distributions=2),
     "cmal_head": dict(head="cmal", n_distributions=3),
     "no_forget_bias": dict(initial_forget_bias=None),
+    "nan_input_replacing": dict(nan_handling_method="input_replacing"),
+    "nan_masked_mean": dict(nan_handling_method="masked_mean", dynamic_inputs=[DYNAMIC[:2], DYNAMIC[1:]]),
 }
 
 
@@ -49,7 +51,9 @@ def make_config(**overrides) -> Config:
 def make_batch(cfg: Config, batch_size: int = 6, dtype=torch.float64, device="cpu", seed: int = 0) -> dict:
     generator = torch.Generator().manual_seed(seed)
     data = {"x_d": {k: torch.randn(batch_size, cfg.seq_length, 1, generator=generator, dtype=dtype).to(device)
-                    for k in cfg.dynamic_inputs}}
+                    for k in cfg.dynamic_inputs_flattened}}
+    if cfg.nan_handling_method:  # missing forcing values, which NH's InputLayer fills or averages out
+        data["x_d"][DYNAMIC[0]][:, ::4] = float("nan")
     if cfg.static_attributes:
         data["x_s"] = torch.randn(batch_size, len(cfg.static_attributes), generator=generator, dtype=dtype).to(device)
     if cfg.use_basin_id_encoding:
