@@ -18,10 +18,14 @@ def register_builtins() -> None:
     from nh_crossbasin.nh.losses import NSEStarLoss
     from nh_crossbasin.nh.models.fused_ealstm import FusedEALSTM
     from nh_crossbasin.nh.samplers import UniformSampler
+    from nh_crossbasin.nh.datasets.pooled import PooledDataset
+    from nh_crossbasin.nh.datasets.pooled_sources import POOLED_DATASET, POOLED_KEYS
+    from neuralhydrology.datasetzoo import register_dataset
 
-    for key in CORE_KEYS + INFLUENCE_KEYS:
+    for key in CORE_KEYS + INFLUENCE_KEYS + POOLED_KEYS:
         register_config_key(key, overwrite=True)
     register_loss("xb_nse_star", NSEStarLoss, overwrite=True)
     register_sampler("uniform", UniformSampler, overwrite=True)
     register_sampler("influence", InfluenceSampler, overwrite=True)
     register_model("xb_ealstm", FusedEALSTM, overwrite=True)
+    register_dataset(POOLED_DATASET, PooledDataset)  # NH's public dataset registry
