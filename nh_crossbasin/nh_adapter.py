@@ -343,6 +343,22 @@ def normalized_static_attributes(cfg, basins, scaler) -> Dict[str, torch.Tensor]
     return dict(dataset._attributes)
 
 
+# ---- experiment designs support
+def raw_attributes(cfg, basins) -> "pd.DataFrame":
+    """All static attributes the dataset class of ``cfg`` provides for ``basins``, unnormalised (basin-indexed).
+
+    Calls the dataset class's own ``_load_attributes`` on an object whose time series are never loaded; used to
+    read region columns (e.g. ``huc_02``) and attributes for region similarity.
+    """
+    cls = dataset_class(cfg)
+    dataset = cls.__new__(cls)  # BaseDataset.__init__ would load all time series
+    dataset.cfg = cfg
+    dataset.basins = [str(b) for b in basins]
+    frame = dataset._load_attributes()
+    frame.index = frame.index.astype(str)
+    return frame
+
+
 # ---- pooled dataset support
 # `dataset: xb_pooled` (nh_crossbasin.nh.datasets.pooled) keeps NH 1.13's data pipeline and replaces only the
 # normalisation steps; the functions below are the parts of that which rely on NH's private methods/attributes.

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from nh_crossbasin.cli import compare_command, embed_command, influence_command, synth_command
+from nh_crossbasin.cli import (compare_command, embed_command, experiment_command, influence_command,
+                               specialize_command, synth_command)
 
 NH_MODES = ("train", "continue_training", "finetune", "evaluate")
-PLUGIN_COMMANDS = (synth_command, embed_command, influence_command, compare_command)
+PLUGIN_COMMANDS = (synth_command, embed_command, influence_command, compare_command, experiment_command,
+                   specialize_command)
 
 
 def _add_nh_mode_parsers(subparsers) -> None:

@@ -7,7 +7,6 @@ through the model's statics embedding network.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -15,55 +14,11 @@ import numpy as np
 import torch
 import xarray as xr
 
+from nh_crossbasin.nh.run_dirs import load_trained_model, weight_file  # noqa: F401  (re-exported)
+
 EMBEDDING_NAME = "input_gate"
-_WEIGHT_FILE = re.compile(r"model_epoch(\d+)\.pt$")
 
 BasinSelection = Union[None, str, Path, Sequence[str]]
-
-
-def weight_file(run_dir: Path, epoch: Optional[int] = None) -> Tuple[Path, int]:
-    """The weight file of ``epoch`` (default: the last one saved, as NH's tester picks it) and its epoch number.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the run directory has no (such) weight file.
-    """
-    run_dir = Path(run_dir)
-    if epoch is None:
-        files = sorted(run_dir.glob("model_epoch*.pt"))
-        if not files:
-            raise FileNotFoundError(f"No model_epoch*.pt in {run_dir}; is it a trained NH run directory?")
-        path = files[-1]
-    else:
-        path = run_dir / f"model_epoch{str(epoch).zfill(3)}.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"No weights for epoch {epoch} in {run_dir} ({path.name} is missing).")
-    return path, int(_WEIGHT_FILE.search(path.name).group(1))
-
-
-def load_trained_model(run_dir: Path, epoch: Optional[int] = None):
-    """The run's config and model with the weights of ``epoch`` (CPU, eval mode).
-
-    The plugin is active while the config is read and the model built, so plugin runs (``xb_`` keys, ``model:
-    xb_ealstm``) load as well as plain NH runs.
-
-    Returns
-    -------
-    tuple
-        ``(cfg, model, epoch)``.
-    """
-    import nh_crossbasin
-    from neuralhydrology.utils.config import Config
-
-    run_dir = Path(run_dir)
-    path, epoch = weight_file(run_dir, epoch)
-    with nh_crossbasin.activated():
-        from neuralhydrology import modelzoo
-        cfg = Config(run_dir / "config.yml")
-        model = modelzoo.get_model(cfg)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return cfg, model.eval(), epoch
 
 
 def _basin_list(cfg, basins: BasinSelection) -> List[str]:

@@ -1,7 +1,6 @@
 """Influence of a trained run, computed offline (``nh-xb influence``): the same measurement as a training refresh."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -9,8 +8,8 @@ import torch
 import xarray as xr
 
 import nh_crossbasin
-from nh_crossbasin.nh.embedding import load_trained_model
 from nh_crossbasin.nh.influence_sampler import INFLUENCE_DIR, InfluenceSampler, next_free_path
+from nh_crossbasin.nh.run_dirs import load_trained_model, training_dataset
 
 
 def learning_rate_at(cfg, epoch: int) -> float:
@@ -18,27 +17,6 @@ def learning_rate_at(cfg, epoch: int) -> float:
     schedule = cfg.learning_rate
     return float(schedule[max(k for k in schedule if k <= max(epoch, 0))] if min(schedule) <= epoch
                  else schedule[min(schedule)])
-
-
-def training_dataset(cfg, run_dir: Path):
-    """The run's training samples exactly as training saw them, normalised with the run's stored scaler.
-
-    NH builds the dataset in training mode (only samples with valid inputs and targets), but anything it would
-    write (scaler, optional training-data dump) goes to a temporary folder, never into the run directory.
-    """
-    from neuralhydrology.datasetzoo import get_dataset
-    from neuralhydrology.datautils.utils import load_scaler
-
-    from nh_crossbasin.nh_adapter import BasinIndexedDataset
-
-    run_train_dir = cfg.train_dir
-    with tempfile.TemporaryDirectory() as scratch:
-        cfg.train_dir = Path(scratch)
-        try:
-            dataset = get_dataset(cfg=cfg, is_train=True, period="train", scaler=load_scaler(Path(run_dir)))
-        finally:
-            cfg.train_dir = run_train_dir
-    return dataset if isinstance(dataset, BasinIndexedDataset) else BasinIndexedDataset(dataset)
 
 
 def influence_for_run(run_dir: Path, epoch: Optional[int] = None, overrides: Optional[dict] = None,

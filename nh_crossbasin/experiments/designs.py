@@ -1,0 +1,169 @@
+"""The experiment designs of the field as lists of runs (which basins train, which are evaluated, what differs).
+
+- ``global-vs-local``: one model on all regions vs one model per region, each evaluated on the same basins
+  (each region's basins);
+- ``similar-vs-dissimilar``: for each region of interest (a region on the finest level of a hierarchical scheme),
+  a model trained on the region alone (``local``), plus its hierarchical siblings (``local+close``: the other
+  regions of the same parent), plus the regions outside the parent that are closest in mean standardised static
+  attributes (``local+far``: similar but far in the hierarchy), or plus those farthest in attributes
+  (``local+dissimilar``). The added sets are grown region by region until they hold at least as many basins as
+  the close set; with size control, each added set is randomly subsampled to the size of the smallest one
+  (``..._sized``), so that the amount of added data is equal. All are evaluated on the region of interest;
+- ``single-vs-regional``: one model per basin vs one pooled model;
+- ``homogeneous-vs-heterogeneous``: NH's shuffle vs the influence sampler, globally and with each region as the
+  sampler's region of interest (evaluated on that region).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from nh_crossbasin.experiments.regions import RegionScheme, region_centroids
+
+DESIGNS = ("global-vs-local", "similar-vs-dissimilar", "single-vs-regional", "homogeneous-vs-heterogeneous")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One model to train and evaluate.
+
+    Attributes
+    ----------
+    name : str
+        Unique, file-name-safe run name.
+    variant : str
+        What the run stands for in the design (``global``, ``local``, ``local+close_sized``, ...).
+    group : str
+        Comparison group: runs of the same group are evaluated on the same basins.
+    train_basins, eval_basins : tuple of str
+        Training and evaluation (test) basins.
+    overrides : dict
+        Config keys that differ from the base config (besides basin files, names and seeds).
+    """
+
+    name: str
+    variant: str
+    group: str
+    train_basins: tuple
+    eval_basins: tuple
+    overrides: dict = field(default_factory=dict)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))
+
+
+def global_vs_local(scheme: RegionScheme, level: int = 0) -> List[RunSpec]:
+    """One global run (all basins) and one local run per region at ``level``; the global run is evaluated on all
+    basins, so every basin has a global and a local prediction."""
+    basins = tuple(scheme.table.index)
+    runs = [RunSpec("global", "global", "all", basins, basins)]
+    for region in scheme.regions(level):
+        members = tuple(scheme.members(region, level))
+        runs.append(RunSpec(f"local_{_safe(region)}", "local", region, members, members))
+    return runs
+
+
+def single_vs_regional(basins: Sequence[str]) -> List[RunSpec]:
+    """One pooled run and one run per basin."""
+    basins = tuple(basins)
+    runs = [RunSpec("regional", "regional", "all", basins, basins)]
+    runs += [RunSpec(f"single_{_safe(b)}", "single", b, (b,), (b,)) for b in basins]
+    return runs
+
+
+def homogeneous_vs_heterogeneous(scheme: Optional[RegionScheme], basins: Sequence[str], level: int = 0,
+                                 targets_files: Optional[Dict[str, str]] = None) -> List[RunSpec]:
+    """NH's shuffle vs the influence sampler (global, and one run per region of interest).
+
+    ``targets_files`` maps each region to the basin file the sampler uses as ``xb_influence_targets_file``
+    (written by the experiment writer).
+    """
+    basins = tuple(basins)
+    runs = [RunSpec("homogeneous", "homogeneous", "all", basins, basins, {"xb_sampler": "uniform"}),
+            RunSpec("influence_global", "influence_global", "all", basins, basins, {"xb_sampler": "influence"})]
+    if scheme is not None:
+        for region in scheme.regions(level):
+            members = tuple(scheme.members(region, level))
+            overrides = {"xb_sampler": "influence"}
+            if targets_files is not None:
+                overrides["xb_influence_targets_file"] = str(targets_files[region])
+            runs.append(RunSpec(f"influence_roi_{_safe(region)}", "influence_roi", region, basins, members,
+                                overrides))
+    return runs
+
+
+def _grow(order: Sequence[str], members: Dict[str, List[str]], at_least: int) -> List[str]:
+    """Basins of the regions in ``order``, adding whole regions until there are at least ``at_least``."""
+    chosen: List[str] = []
+    for region in order:
+        if len(chosen) >= max(at_least, 1):
+            break
+        chosen += members[region]
+    return chosen
+
+
+def similar_vs_dissimilar(scheme: RegionScheme, attributes: pd.DataFrame, static_columns: Sequence[str],
+                          rois: Optional[Sequence[str]] = None, size_control: bool = True, seed: int = 0,
+                          min_roi_basins: int = 1) -> List[RunSpec]:
+    """Local, local+close, local+far and local+dissimilar runs per region of interest (see the module docstring).
+
+    Parameters
+    ----------
+    scheme : RegionScheme
+        At least two levels; regions of interest are on the finest level.
+    attributes : pd.DataFrame
+        Basin-indexed static attributes used for region similarity.
+    static_columns : sequence of str
+        The attribute columns compared (usually the config's ``static_attributes``).
+    rois : sequence of str, optional
+        Regions of interest (finest-level ids, e.g. ``11/4``); default: every finest-level region with at least
+        ``min_roi_basins`` basins.
+    size_control : bool
+        Also add the ``_sized`` variants, with the added sets subsampled to equal size.
+    seed : int
+        Seed of the subsampling.
+
+    Raises
+    ------
+    ValueError
+        If the scheme has one level, or a named region of interest does not exist.
+    """
+    if len(scheme.levels) < 2:
+        raise ValueError("similar-vs-dissimilar needs a hierarchical region scheme, e.g. 'huc_02>huc_04' or "
+                         "'clz_cl_smj>tbi_cl_smj'.")
+    fine = len(scheme.levels) - 1
+    members = {r: scheme.members(r, fine) for r in scheme.regions(fine)}
+    unknown = [r for r in (rois or []) if r not in members]
+    if unknown:
+        raise ValueError(f"--roi {unknown} are not regions of the finest level; regions: {sorted(members)[:40]}")
+    rois = list(rois) if rois else [r for r, b in members.items() if len(b) >= min_roi_basins]
+    centroids = region_centroids(scheme, attributes, static_columns, fine)
+    rng = np.random.default_rng(seed)
+    runs = []
+    for roi in rois:
+        parent = scheme.parent(roi, fine)
+        local = members[roi]
+        close = [b for r, bs in members.items() if r != roi and scheme.parent(r, fine) == parent for b in bs]
+        outside = [r for r in members if scheme.parent(r, fine) != parent]
+        distance = ((centroids.loc[outside] - centroids.loc[roi]) ** 2).sum(axis=1).sort_values(kind="stable")
+        far = _grow(list(distance.index), members, len(close))
+        dissimilar = _grow(list(distance.index[::-1]), members, len(close))
+        added = {"close": close, "far": far, "dissimilar": dissimilar}
+        group = roi
+        runs.append(RunSpec(f"roi_{_safe(roi)}_local", "local", group, tuple(local), tuple(local)))
+        for kind, extra in added.items():
+            if extra:
+                runs.append(RunSpec(f"roi_{_safe(roi)}_local+{kind}", f"local+{kind}", group,
+                                    tuple(local + extra), tuple(local)))
+        sizes = [len(v) for v in added.values() if v]
+        if size_control and len(sizes) == len(added):
+            size = min(sizes)
+            for kind, extra in added.items():
+                picked = sorted(rng.choice(len(extra), size=size, replace=False))
+                runs.append(RunSpec(f"roi_{_safe(roi)}_local+{kind}_sized", f"local+{kind}_sized", group,
+                                    tuple(local + [extra[i] for i in picked]), tuple(local)))
+    return runs

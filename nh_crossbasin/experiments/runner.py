@@ -1,0 +1,145 @@
+"""Execute NH runs (train or finetune, then evaluate) on local worker processes or a Ray cluster.
+
+Each task runs NH's own machinery through ``nh-xb`` in a subprocess: ``nh-xb train|finetune --config-file`` then
+``nh-xb evaluate --run-dir`` on the run directory the first step created. Tasks are resumable (a task whose run
+parent already holds test metrics is skipped; an interrupted run directory is left as it is and a fresh one is
+made), and one failing task is reported without stopping the others.
+
+Ray is an optional extra (``pip install 'nh-crossbasin[ray]'``). ``ray="local"`` starts a Ray instance on this
+machine with ``workers`` CPUs; ``"auto"`` or an address joins an existing cluster (``ray start --head`` on the head
+node, ``ray start --address=HEAD:6379`` on the others; every node needs this package, NH, the data and the output
+folder at the same paths, e.g. a shared file system). With ``gpus_per_task`` > 0 Ray assigns GPUs per task.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional
+
+from tqdm import tqdm
+
+ERROR_TAIL = 4000
+
+
+@dataclass(frozen=True)
+class Task:
+    """One NH run: ``mode`` (``train`` or ``finetune``) with ``config``, run directories below ``run_parent``."""
+
+    name: str
+    mode: str
+    config: Path
+    run_parent: Path
+
+
+def finished_run_dir(run_parent: Path, period: str = "test") -> Optional[Path]:
+    """The run directory below ``run_parent`` that has ``period`` metrics, if any (the newest one)."""
+    done = sorted(Path(run_parent).glob(f"*/{period}/model_epoch*/{period}_metrics.csv"))
+    return done[-1].parents[2] if done else None
+
+
+def _nh_xb(args: List[str], env: dict) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "nh_crossbasin.cli.main", *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def execute(task: Task, gpu: Optional[int] = None, threads: Optional[int] = None) -> dict:
+    """Run one task (or skip it when already finished); never raises for a failing NH run.
+
+    Returns
+    -------
+    dict
+        ``name``, ``status`` (``done``, ``skipped`` or ``failed``), ``run_dir``, ``seconds``, ``error``.
+    """
+    start = time.perf_counter()
+    result = {"name": task.name, "status": "skipped", "run_dir": None, "seconds": 0.0, "error": ""}
+    done = finished_run_dir(task.run_parent)
+    if done is not None:
+        return dict(result, run_dir=str(done))
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    gpu_flag = ["--gpu", str(gpu)] if gpu is not None else ["--gpu", "-1"]
+    task.run_parent.mkdir(parents=True, exist_ok=True)
+    before = {p for p in task.run_parent.iterdir() if p.is_dir()}
+    proc = _nh_xb([task.mode, "--config-file", task.config, *gpu_flag], env)
+    created = sorted({p for p in task.run_parent.iterdir() if p.is_dir()} - before)
+    if proc.returncode == 0 and len(created) == 1:
+        proc = _nh_xb(["evaluate", "--run-dir", created[0], *gpu_flag], env)
+    status = "done" if proc.returncode == 0 and len(created) == 1 else "failed"
+    error = "" if status == "done" else (proc.stderr or proc.stdout)[-ERROR_TAIL:] or f"run dirs created: {created}"
+    return dict(result, status=status, run_dir=str(created[0]) if created else None,
+                seconds=time.perf_counter() - start, error=error)
+
+
+def run_tasks(tasks: Iterable[Task], workers: int = 1, ray: Optional[str] = None, gpus: Optional[List[int]] = None,
+              gpus_per_task: float = 0, threads_per_task: Optional[int] = None,
+              log: Callable[[str], None] = print) -> List[dict]:
+    """Run tasks concurrently and return their results in task order.
+
+    Parameters
+    ----------
+    tasks : iterable of Task
+        What to run.
+    workers : int
+        Concurrent tasks (local) or CPUs of a local Ray instance.
+    ray : str, optional
+        None: local worker processes; ``"local"``: start Ray on this machine; ``"auto"`` or an address: join a
+        Ray cluster.
+    gpus : list of int, optional
+        Local GPU ids, assigned round robin to local tasks (default: CPU).
+    gpus_per_task : float
+        GPUs Ray reserves per task.
+    threads_per_task : int, optional
+        ``OMP_NUM_THREADS`` of each run (default: cores divided by workers).
+    log : callable
+        Receives one line per finished task.
+    """
+    tasks = list(tasks)
+    threads = threads_per_task or max(1, (os.cpu_count() or 1) // max(workers, 1))
+    results = {}
+    bar = tqdm(total=len(tasks), desc="runs", file=sys.stdout, disable=len(tasks) < 2)
+
+    def record(result: dict) -> None:
+        results[result["name"]] = result
+        bar.update(1)
+        line = f"{result['status']:>7s}  {result['name']}  ({result['seconds']:.0f} s)"
+        log(line + (f"\n{result['error'][-800:]}" if result["status"] == "failed" else ""))
+
+    if ray is None:
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            futures = [pool.submit(execute, task, gpus[i % len(gpus)] if gpus else None, threads)
+                       for i, task in enumerate(tasks)]
+            for future in as_completed(futures):
+                record(future.result())
+    else:
+        for result in _run_on_ray(tasks, workers, ray, gpus_per_task, threads):
+            record(result)
+    bar.close()
+    return [results[t.name] for t in tasks]
+
+
+def _run_on_ray(tasks: List[Task], workers: int, address: str, gpus_per_task: float, threads: int):
+    try:
+        import ray
+    except ImportError as err:
+        raise RuntimeError("--ray needs Ray: pip install 'nh-crossbasin[ray]'") from err
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address == "local":
+            ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=0)(execute)
+        pending = [remote.remote(task, 0 if gpus_per_task else None, threads) for task in tasks]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(ready[0])
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,155 @@
+"""Per-target specialisation of a pooled run (DESIGN.md §2; "optimise training for individual basins").
+
+From a pooled run, one model per target basin -- or per cluster of targets whose influence rows are alike (k-means
+on the rows of the pooled model's influence matrix) -- is fine-tuned with NH's own ``finetune`` on all training
+basins, sampled by the heterogeneous weights of that target (or cluster): ``xb_sampler: influence`` with the
+unit's targets as ``xb_influence_targets_file`` and no warm-up, so the weights are measured on the pooled model
+before the first fine-tuning epoch (and refreshed every ``refresh_every`` epochs). Each unit is evaluated on its own
+targets; the results are merged into ``OUT/specialized`` in NH's result format.
+
+Layout of ``OUT``: ``units/<unit>/{targets.txt, finetune.yml, runs/<NH run dir>}``, ``specialized/`` (merged
+results and ``specialization.json``), ``failures.json`` when a unit failed. Re-running the same command resumes:
+finished units are skipped.
+"""
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+from ruamel.yaml import YAML
+
+from nh_crossbasin.experiments.results import merge_results
+from nh_crossbasin.experiments.runner import Task, run_tasks
+from nh_crossbasin.experiments.writer import _write_text_once, write_basin_file
+
+SUMMARY = "specialization.json"
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))
+
+
+def cluster_targets(influence_rows: np.ndarray, targets: List[str], n_clusters: int, seed: int = 0) -> Dict[str, List[str]]:
+    """Group targets whose influence rows are alike: k-means (k-means++, seeded) on the rows.
+
+    Returns
+    -------
+    dict
+        ``{"cluster_<k>": [targets]}`` for the non-empty clusters.
+    """
+    from nh_crossbasin.analysis.clustering import kmeans
+    if not 1 <= n_clusters <= len(targets):
+        raise ValueError(f"--clusters must be between 1 and the number of targets ({len(targets)}), got {n_clusters}")
+    rows = np.nan_to_num(np.asarray(influence_rows, dtype=np.float64))
+    labels = kmeans(rows, n_clusters, seed=seed).labels
+    return {f"cluster_{k}": [t for t, label in zip(targets, labels) if label == k] for k in sorted(set(labels))}
+
+
+def plan_units(pooled_run: Path, targets: List[str], clusters: Optional[int], seed: int,
+               out: Path) -> Dict[str, List[str]]:
+    """Units to fine-tune: one per target, or one per cluster of targets.
+
+    Clustering measures the pooled model's influence on the targets (``nh-xb influence``; the record is written
+    to the pooled run's ``influence/`` folder as a new file) and is fixed in ``OUT/units.json`` for resumption.
+    """
+    if not clusters:
+        return {_safe(t): [t] for t in targets}
+    plan = Path(out) / "units.json"
+    if plan.exists():
+        return json.loads(plan.read_text())
+    from nh_crossbasin.nh.offline_influence import influence_for_run
+    targets_file = write_basin_file(Path(out) / "targets.txt", targets)
+    record, _ = influence_for_run(pooled_run, overrides={"xb_influence_targets_file": str(targets_file.resolve())})
+    units = cluster_targets(record["influence"].values, list(record["target"].values), clusters, seed)
+    _write_text_once(plan, json.dumps(units, indent=1) + "\n")
+    return units
+
+
+def finetune_config(pooled_run: Path, unit: str, targets_file: Path, run_parent: Path, module_parts: List[str],
+                    epochs: int, refresh_every: int, learning_rate: Optional[float]) -> dict:
+    """NH finetune config of one unit."""
+    cfg = {"base_run_dir": str(Path(pooled_run).resolve()), "experiment_name": f"specialize_{unit}",
+           "run_dir": str(run_parent.resolve()), "finetune_modules": list(module_parts), "epochs": int(epochs),
+           "xb_sampler": "influence", "xb_influence_targets_file": str(targets_file.resolve()),
+           "xb_influence_warmup_epochs": 0, "xb_influence_refresh_every": int(refresh_every),
+           "test_basin_file": str(targets_file.resolve()), "validate_every": None, "save_weights_every": 1}
+    if learning_rate is not None:
+        cfg["learning_rate"] = float(learning_rate)
+    return cfg
+
+
+def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Optional[int] = None, epochs: int = 1,
+               refresh_every: int = 1, learning_rate: Optional[float] = None, workers: int = 1,
+               ray: Optional[str] = None, gpus: Optional[List[int]] = None, gpus_per_task: float = 0,
+               threads_per_task: Optional[int] = None, log: Callable[[str], None] = print) -> dict:
+    """Fine-tune one model per target (or cluster), evaluate each on its targets, merge the results.
+
+    Parameters
+    ----------
+    pooled_run : Path
+        Trained NH run directory (plugin or plain NH).
+    targets_file : Path
+        Basin file of the targets; all must be training basins of the pooled run.
+    out : Path
+        Output folder (see the module docstring); re-using it resumes.
+    clusters : int, optional
+        Fine-tune per cluster of targets instead of per target.
+    epochs, refresh_every, learning_rate
+        Fine-tuning epochs, influence refresh interval, and learning rate (default: the pooled run's).
+    workers, ray, gpus, gpus_per_task, threads_per_task
+        Execution, see :func:`nh_crossbasin.experiments.runner.run_tasks`.
+
+    Returns
+    -------
+    dict
+        The summary also written to ``OUT/specialized/specialization.json``.
+    """
+    from neuralhydrology.datautils.utils import load_basin_file
+
+    from nh_crossbasin.nh.run_dirs import load_trained_model
+
+    pooled_run, out = Path(pooled_run), Path(out)
+    cfg, model, pooled_epoch = load_trained_model(pooled_run)
+    train_basins = set(load_basin_file(Path(cfg.train_basin_file)))
+    targets = load_basin_file(Path(targets_file))
+    missing = [t for t in targets if t not in train_basins]
+    if missing or not targets:
+        raise ValueError(f"--targets {targets_file}: {len(missing)} of {len(targets)} basins are not training basins "
+                         f"of {pooled_run}, e.g. {missing[:5]}")
+    units = plan_units(pooled_run, targets, clusters, int(cfg.seed or 0), out)
+    yaml, tasks = YAML(), []
+    for unit, members in units.items():
+        folder = out / "units" / unit
+        unit_targets = write_basin_file(folder / "targets.txt", members)
+        text = StringIO()
+        yaml.dump(finetune_config(pooled_run, unit, unit_targets, folder / "runs", type(model).module_parts, epochs,
+                                  refresh_every, learning_rate), text)
+        _write_text_once(folder / "finetune.yml", text.getvalue())
+        tasks.append(Task(unit, "finetune", folder / "finetune.yml", folder / "runs"))
+    log(f"specialising {len(targets)} targets in {len(units)} units from {pooled_run} (epoch {pooled_epoch})")
+    results = run_tasks(tasks, workers=workers, ray=ray, gpus=gpus, gpus_per_task=gpus_per_task,
+                        threads_per_task=threads_per_task, log=log)
+    finished = {r["name"]: r for r in results if r["status"] in ("done", "skipped")}
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        _write_failures(out, failed)
+    merged = None
+    if finished:
+        merged = merge_results({u: (Path(finished[u]["run_dir"]), units[u]) for u in finished},
+                               out / "specialized", epoch=epochs)
+    summary = {"pooled_run": str(pooled_run), "targets_file": str(targets_file), "epochs": epochs,
+               "clusters": clusters, "units": units, "status": {r["name"]: r["status"] for r in results},
+               "run_dirs": {r["name"]: r["run_dir"] for r in results}, "merged": str(merged) if merged else None}
+    (out / "specialized").mkdir(parents=True, exist_ok=True)
+    (out / "specialized" / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _write_failures(out: Path, failed: List[dict]) -> None:
+    path = out / "failures.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous.update({r["name"]: r["error"] for r in failed})
+    path.write_text(json.dumps(previous, indent=1) + "\n")

@@ -1,0 +1,83 @@
+"""Writing an experiment design to disk: NH configs, basin files and a manifest (``experiment.json``)."""
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import List, Sequence
+
+from ruamel.yaml import YAML
+
+from nh_crossbasin.experiments.designs import RunSpec
+from nh_crossbasin.experiments.runner import Task
+
+MANIFEST = "experiment.json"
+PATH_SUFFIXES = ("_dir", "_file", "_files", "_path")
+
+
+def read_config(path: Path) -> dict:
+    """A YAML config as a plain dict, with relative paths made absolute (relative to the working directory)."""
+    with open(path) as fp:
+        cfg = dict(YAML(typ="safe").load(fp))
+    for key, value in cfg.items():
+        if key.endswith(PATH_SUFFIXES) and value not in (None, "None"):
+            cfg[key] = [str(Path(v).resolve()) for v in value] if isinstance(value, list) else str(
+                Path(value).resolve())
+    return cfg
+
+
+def _write_text_once(path: Path, text: str) -> None:
+    """Write ``text``; an existing file must already hold exactly it (nothing a user wrote is overwritten)."""
+    if path.exists():
+        if path.read_text() != text:
+            raise FileExistsError(f"{path} exists with other content; choose a new --out folder.")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def write_basin_file(path: Path, basins: Sequence[str]) -> Path:
+    """An NH basin file (one id per line)."""
+    _write_text_once(path, "\n".join(basins) + "\n")
+    return path
+
+
+def write_experiment(design: str, runs: List[RunSpec], base_config: Path, out: Path, seeds: Sequence[int],
+                     extra: dict = None) -> List[dict]:
+    """Write one NH config per run and seed, their basin files and the manifest.
+
+    Returns
+    -------
+    list of dict
+        The manifest's run entries (name, seed, variant, group, config, run_parent, train/eval basin files).
+    """
+    out = Path(out)
+    base = read_config(Path(base_config))
+    yaml = YAML()
+    entries = []
+    for run in runs:
+        train_file = write_basin_file(out / "basins" / f"{run.name}_train.txt", run.train_basins)
+        eval_file = write_basin_file(out / "basins" / f"{run.name}_eval.txt", run.eval_basins)
+        for seed in seeds:
+            name = f"{run.name}_seed{seed}"
+            cfg = dict(base)
+            cfg.update(run.overrides)
+            cfg.update(experiment_name=name, run_dir=str((out / "runs" / name).resolve()), seed=int(seed),
+                       train_basin_file=str(train_file.resolve()), validation_basin_file=str(train_file.resolve()),
+                       test_basin_file=str(eval_file.resolve()))
+            config_path = out / "configs" / f"{name}.yml"
+            text = StringIO()
+            yaml.dump(cfg, text)
+            _write_text_once(config_path, text.getvalue())
+            entries.append({"name": name, "run": run.name, "seed": int(seed), "variant": run.variant,
+                            "group": run.group, "config": str(config_path), "run_parent": str(out / "runs" / name),
+                            "train_basin_file": str(train_file), "eval_basin_file": str(eval_file)})
+    manifest = {"design": design, "base_config": str(Path(base_config).resolve()), "seeds": list(map(int, seeds)),
+                "runs": entries, **(extra or {})}
+    _write_text_once(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return entries
+
+
+def tasks_of(entries: List[dict]) -> List[Task]:
+    """Runner tasks of manifest entries (all NH ``train`` runs)."""
+    return [Task(e["name"], "train", Path(e["config"]), Path(e["run_parent"])) for e in entries]

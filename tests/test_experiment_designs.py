@@ -1,0 +1,137 @@
+"""Experiment designs: the configs and basin files each design writes (synthetic data, known memberships)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from ruamel.yaml import YAML
+
+from conftest import require_caravan, synth_config, write_yaml
+from nh_crossbasin.experiments.designs import similar_vs_dissimilar
+from nh_crossbasin.experiments.experiment import build_experiment
+from nh_crossbasin.experiments.regions import region_scheme
+
+
+@pytest.fixture
+def base_config(tmp_path, synth_data):
+    return write_yaml(tmp_path / "base.yml", synth_config(synth_data, tmp_path / "unused", loss="xb_nse_star"))
+
+
+def _runs(out):
+    return {e["name"]: e for e in json.loads((out / "experiment.json").read_text())["runs"]}
+
+
+def _basins(path):
+    return Path(path).read_text().split()
+
+
+def _config(entry):
+    return YAML(typ="safe").load(Path(entry["config"]).read_text())
+
+
+def test_global_vs_local_from_a_region_file(tmp_path, base_config, synth_data):
+    out = tmp_path / "gvl"
+    spec = f"{synth_data.out_dir / 'ground_truth.csv'}:regime"
+    build_experiment("global-vs-local", base_config, spec, out, n_seeds=2)
+    runs = _runs(out)
+    assert set(runs) == {f"{n}_seed{s}" for n in ("global", "local_0", "local_1") for s in (1, 2)}
+    for regime in (0, 1):
+        entry = runs[f"local_{regime}_seed1"]
+        assert sorted(_basins(entry["train_basin_file"])) == sorted(synth_data.basins_of_regime(regime))
+        assert _basins(entry["eval_basin_file"]) == _basins(entry["train_basin_file"])
+    glob = runs["global_seed2"]
+    assert sorted(_basins(glob["eval_basin_file"])) == sorted(synth_data.basins)
+    cfg = _config(glob)
+    assert cfg["seed"] == 2 and cfg["test_basin_file"] == str(Path(glob["eval_basin_file"]).resolve())
+    assert cfg["run_dir"].endswith("runs/global_seed2") and cfg["loss"] == "xb_nse_star"
+    # writing the same design again is a no-op (resumable); a different one into the same folder is refused
+    build_experiment("global-vs-local", base_config, spec, out, n_seeds=2)
+    with pytest.raises(FileExistsError, match="choose a new --out"):
+        build_experiment("global-vs-local", base_config, spec, out, n_seeds=3)
+
+
+def test_single_vs_regional_and_homogeneous_vs_heterogeneous(tmp_path, base_config, synth_data):
+    out = tmp_path / "svr"
+    build_experiment("single-vs-regional", base_config, None, out)
+    runs = _runs(out)
+    assert len(runs) == 1 + len(synth_data.basins)
+    for basin in synth_data.basins:
+        assert _basins(runs[f"single_{basin}_seed1"]["train_basin_file"]) == [basin]
+    out = tmp_path / "hvh"
+    build_experiment("homogeneous-vs-heterogeneous", base_config, f"{synth_data.out_dir / 'ground_truth.csv'}:regime",
+                     out)
+    runs = _runs(out)
+    assert _config(runs["homogeneous_seed1"])["xb_sampler"] == "uniform"
+    assert _config(runs["influence_global_seed1"])["xb_sampler"] == "influence"
+    roi = runs["influence_roi_1_seed1"]
+    assert sorted(_basins(_config(roi)["xb_influence_targets_file"])) == sorted(synth_data.basins_of_regime(1))
+    assert sorted(_basins(roi["train_basin_file"])) == sorted(synth_data.basins)
+    assert _basins(roi["eval_basin_file"]) == _basins(_config(roi)["xb_influence_targets_file"])
+
+
+def _hierarchy(synth_data, tmp_path):
+    """Coarse = regime; fine = regime/(a|b|c) (4/4/4 per regime for 12 basins)."""
+    rows = []
+    for regime in (0, 1):
+        for i, basin in enumerate(sorted(synth_data.basins_of_regime(regime))):
+            rows.append({"basin": basin, "coarse": f"r{regime}", "fine": "abc"[i % 3]})
+    path = tmp_path / "regions.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_similar_vs_dissimilar_memberships_and_exact_size_control(tmp_path, synth_data):
+    path = _hierarchy(synth_data, tmp_path)
+    scheme = region_scheme(f"{path}:coarse>fine", synth_data.basins)
+    attributes = pd.read_csv(synth_data.out_dir / "attributes" / "attributes.csv", dtype={"basin_id": str})
+    attributes = attributes.set_index("basin_id")
+    runs = {r.name: r for r in similar_vs_dissimilar(scheme, attributes, synth_data.static_attributes,
+                                                      rois=["r0/a"], seed=5)}
+    local = set(scheme.members("r0/a", 1))
+    assert set(runs["roi_r0-a_local"].train_basins) == local and len(local) == 2
+    close = set(runs["roi_r0-a_local+close"].train_basins) - local
+    assert close == set(scheme.members("r0/b", 1)) | set(scheme.members("r0/c", 1))
+    for kind in ("far", "dissimilar"):
+        added = set(runs[f"roi_r0-a_local+{kind}"].train_basins) - local
+        assert added and all(b in set(synth_data.basins_of_regime(1)) for b in added)  # outside the parent
+        assert len(added) >= len(close)
+    sized = [set(runs[f"roi_r0-a_local+{k}_sized"].train_basins) - local for k in ("close", "far", "dissimilar")]
+    assert len({len(s) for s in sized}) == 1 and len(sized[0]) == min(
+        len(set(runs[f"roi_r0-a_local+{k}"].train_basins) - local) for k in ("close", "far", "dissimilar"))
+    assert all(set(r.eval_basins) == local for r in runs.values())
+    # far = most similar outside the parent, dissimilar = least similar: their mean distance is ordered
+    standardised = (attributes - attributes.mean()) / attributes.std(ddof=0)
+    centre = standardised.loc[sorted(local), synth_data.static_attributes].mean()
+    distance = {k: ((standardised.loc[sorted(set(runs[f"roi_r0-a_local+{k}"].train_basins) - local),
+                                      synth_data.static_attributes] - centre) ** 2).sum(axis=1).mean()
+                for k in ("far", "dissimilar")}
+    assert distance["far"] <= distance["dissimilar"]
+    with pytest.raises(ValueError, match="hierarchical"):
+        similar_vs_dissimilar(region_scheme(f"{path}:coarse", synth_data.basins), attributes, ["p_mean"])
+    with pytest.raises(ValueError, match=r"--roi \['r9/z'\]"):
+        similar_vs_dissimilar(scheme, attributes, ["p_mean"], rois=["r9/z"])
+
+
+def test_region_errors_name_the_column(tmp_path, synth_data):
+    path = _hierarchy(synth_data, tmp_path)
+    with pytest.raises(ValueError, match=r"columns \['huc'\] are not in .*available: \['coarse', 'fine'\]"):
+        region_scheme(f"{path}:huc", synth_data.basins)
+
+
+def test_real_region_columns_from_the_dataset_attributes(tmp_path):
+    data = require_caravan()
+    import nh_crossbasin
+    nh_crossbasin.register()
+    from neuralhydrology.utils.config import Config
+    from nh_crossbasin.nh_adapter import raw_attributes
+    cfg = Config({"dataset": "generic", "data_dir": str(data), "target_variables": ["streamflow"],
+                  "dynamic_inputs": ["total_precipitation_sum"]})
+    basins = (data / "basins_dev.txt").read_text().split()
+    attributes = raw_attributes(cfg, basins)
+    scheme = region_scheme("clz_cl_smj>tbi_cl_smj", basins, attributes)
+    assert scheme.table.shape == (len(basins), 2)
+    assert all(fine.startswith(coarse + "/") for coarse, fine in scheme.table.itertuples(index=False))
+    huc = region_scheme("huc_02", basins, attributes)
+    assert len(huc.regions()) == 18
