@@ -287,7 +287,7 @@ def install_disabled_hint(reason: str) -> None:
     _HINT.set(_config_class(), "_check_cfg_keys", staticmethod(check_with_hint))
 
 
-# ---- EA-LSTM embedding support
+# ---- NH dataset objects without loaded data (embedding, experiment designs, pooled dataset)
 def dataset_class(cfg) -> type:
     """The NH dataset class that ``cfg.dataset`` names, from NH's dataset registry (registered datasets included).
 
@@ -305,6 +305,27 @@ def dataset_class(cfg) -> type:
     if dataset is None:
         raise NotImplementedError(f"No dataset class implemented for dataset {cfg.dataset}")
     return dataset
+
+
+def dataset_view(dataset_class: type, cfg, basins) -> Any:
+    """An instance of an NH dataset class that serves only its loading hooks, with nothing loaded.
+
+    ``_load_basin_data`` and ``_load_attributes`` (NH's documented extension points) read ``self.cfg`` and
+    ``self.basins``; ``BaseDataset.__init__`` would load every basin's time series, so it is skipped.
+
+    Parameters
+    ----------
+    dataset_class : type
+        A subclass of NH's ``BaseDataset`` whose hooks need no state from ``__init__`` (all of NH's daily datasets).
+    cfg : object
+        What the hooks see as ``self.cfg`` (a Config, or a view of one).
+    basins : sequence of str
+        What ``_load_attributes`` sees as ``self.basins``.
+    """
+    view = dataset_class.__new__(dataset_class)
+    view.cfg = cfg
+    view.basins = [str(b) for b in basins]
+    return view
 
 
 def normalized_static_attributes(cfg, basins, scaler) -> Dict[str, torch.Tensor]:
@@ -328,12 +349,9 @@ def normalized_static_attributes(cfg, basins, scaler) -> Dict[str, torch.Tensor]
     dict of str to torch.Tensor
         ``{basin: float32 tensor [n_attributes]}``; empty when the run uses no static or HydroATLAS attributes.
     """
-    cls = dataset_class(cfg)
-    dataset = cls.__new__(cls)  # BaseDataset.__init__ would load all time series
-    dataset.cfg = cfg
+    dataset = dataset_view(dataset_class(cfg), cfg, basins)
     dataset.is_train = False
     dataset.period = "train"
-    dataset.basins = [str(b) for b in basins]
     dataset.scaler = dict(scaler)
     dataset.id_to_int = {}
     dataset.additional_features = []
@@ -343,18 +361,10 @@ def normalized_static_attributes(cfg, basins, scaler) -> Dict[str, torch.Tensor]
     return dict(dataset._attributes)
 
 
-# ---- experiment designs support
 def raw_attributes(cfg, basins) -> "pd.DataFrame":
-    """All static attributes the dataset class of ``cfg`` provides for ``basins``, unnormalised (basin-indexed).
-
-    Calls the dataset class's own ``_load_attributes`` on an object whose time series are never loaded; used to
-    read region columns (e.g. ``huc_02``) and attributes for region similarity.
-    """
-    cls = dataset_class(cfg)
-    dataset = cls.__new__(cls)  # BaseDataset.__init__ would load all time series
-    dataset.cfg = cfg
-    dataset.basins = [str(b) for b in basins]
-    frame = dataset._load_attributes()
+    """All static attributes the dataset class of ``cfg`` provides for ``basins``, unnormalised (basin-indexed);
+    e.g. region columns such as ``huc_02`` for the experiment designs."""
+    frame = dataset_view(dataset_class(cfg), cfg, basins)._load_attributes()
     frame.index = frame.index.astype(str)
     return frame
 
@@ -362,27 +372,6 @@ def raw_attributes(cfg, basins) -> "pd.DataFrame":
 # ---- pooled dataset support
 # `dataset: xb_pooled` (nh_crossbasin.nh.datasets.pooled) keeps NH 1.13's data pipeline and replaces only the
 # normalisation steps; the functions below are the parts of that which rely on NH's private methods/attributes.
-def dataset_view(dataset_class: type, cfg, basins) -> Any:
-    """An instance of an NH dataset class that serves only its loading hooks, with nothing loaded.
-
-    ``_load_basin_data`` and ``_load_attributes`` (NH's documented extension points) read ``self.cfg`` and
-    ``self.basins``; ``BaseDataset.__init__`` would load every basin's time series, so it is skipped.
-
-    Parameters
-    ----------
-    dataset_class : type
-        A subclass of NH's ``BaseDataset`` whose hooks need no state from ``__init__`` (all of NH's daily datasets).
-    cfg : object
-        What the hooks see as ``self.cfg`` (a Config, or a view of one).
-    basins : sequence of str
-        What ``_load_attributes`` sees as ``self.basins``.
-    """
-    view = dataset_class.__new__(dataset_class)
-    view.cfg = cfg
-    view.basins = [str(b) for b in basins]
-    return view
-
-
 def nh_feature_scaler(cfg, xr) -> Tuple[Any, Any]:
     """NH's own center and scale of every variable of ``xr`` (``BaseDataset._setup_normalization`` of NH 1.13).
 

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+
+# Tests train tiny models, which run fastest on one thread and do not thrash when processes share the 2 cores.
+# Set before torch is imported (here and, through the environment, in every nh-run subprocess).
+os.environ["OMP_NUM_THREADS"] = os.environ.get("NH_XB_TEST_THREADS", "1")
 import subprocess
 import sys
 from pathlib import Path

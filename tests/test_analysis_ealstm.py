@@ -16,14 +16,6 @@ from test_analysis_runs import train_in_process
 BASIN = "synth_005"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer when other processes share the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def ealstm_run(synth_data, tmp_path_factory) -> Path:

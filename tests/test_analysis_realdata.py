@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import caravan_config, require_caravan, run_cli
-from test_analysis_runs import ONE_THREAD, one_thread, train_in_process  # noqa: F401  (one_thread: autouse)
+from test_analysis_runs import train_in_process
 
 pytestmark = pytest.mark.realdata
 
@@ -24,8 +24,7 @@ def test_compare_real_runs_by_region_with_maps(caravan_runs, tmp_path):
 
     data = require_caravan()
     out = tmp_path / "compare"
-    proc = run_cli(["nh-xb", "compare", *caravan_runs, "--out", out, "--region-column", "huc_02"], cwd=tmp_path,
-                   env=ONE_THREAD)
+    proc = run_cli(["nh-xb", "compare", *caravan_runs, "--out", out, "--region-column", "huc_02"], cwd=tmp_path)
     assert "8 common basins" in proc.stdout
     assert (out / f"map_NSE_{caravan_runs[1].name}_vs_{caravan_runs[0].name}.png").is_file()
     comparison = pd.read_csv(out / "comparison.csv")

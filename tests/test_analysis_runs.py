@@ -9,22 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from conftest import run_cli, synth_config
 from nh_crossbasin import analysis as xa
 
 METRICS = ["NSE", "KGE", "Alpha-NSE", "Beta-NSE", "FHV", "FMS", "FLV"]
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: threads only contend with other processes
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer when other processes share the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train_in_process(cfg: dict) -> Path:

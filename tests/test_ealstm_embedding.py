@@ -14,14 +14,6 @@ ATTRIBUTES = ["area", "aridity", "elev", "frac_snow"]
 DYNAMIC = ["prcp", "tmean", "pet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not suffer when other processes share the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny_generic_data(tmp_path_factory) -> Path:

@@ -22,22 +22,23 @@ TINY = {"hidden_size": 4, "seq_length": 20, "max_updates_per_epoch": 4, "batch_s
 
 @pytest.fixture(scope="module")
 def pooled(synth_data, tmp_path_factory):
-    """A tiny pooled run on the synthetic basins and a 3-target file."""
+    """A tiny pooled run on the synthetic basins and a 2-target file."""
     root = tmp_path_factory.mktemp("pooled")
     config = write_yaml(root / "pooled.yml", synth_config(synth_data, root / "runs", loss="xb_nse_star", **TINY))
     run_cli(["nh-run", "train", "--config-file", config], cwd=root)
     targets = root / "targets.txt"
-    targets.write_text("\n".join(sorted(synth_data.basins)[:3]) + "\n")
+    targets.write_text("\n".join(sorted(synth_data.basins)[:2]) + "\n")
     return single_run_dir(root / "runs"), targets, root
 
 
 def test_two_designs_end_to_end(tmp_path, synth_data):
-    base = write_yaml(tmp_path / "base.yml", synth_config(synth_data, tmp_path, loss="xb_nse_star", **TINY))
+    base = write_yaml(tmp_path / "base.yml", synth_config(synth_data, tmp_path, loss="xb_nse_star",
+                                                          xb_influence_warmup_epochs=0, **TINY))
     regions = f"{synth_data.out_dir / 'ground_truth.csv'}:regime"
-    for design in ("global-vs-local", "homogeneous-vs-heterogeneous"):
+    for design, spec in (("global-vs-local", ["--regions", regions]), ("homogeneous-vs-heterogeneous", [])):
         out = tmp_path / design
-        proc = run_cli(["nh-xb", "experiment", design, "--config", base, "--regions", regions, "--out", out,
-                        "--run", "--workers", "2"], cwd=tmp_path)
+        proc = run_cli(["nh-xb", "experiment", design, "--config", base, *spec, "--out", out, "--run",
+                        "--workers", "2"], cwd=tmp_path)
         results = pd.read_csv(out / "results.csv", dtype={"basin": str})
         assert "median NSE" in proc.stdout
         if design == "global-vs-local":
@@ -46,11 +47,9 @@ def test_two_designs_end_to_end(tmp_path, synth_data):
             assert (results.groupby(["basin", "variant"]).size() == 1).all()
             assert set(results["basin"]) == set(synth_data.basins)
         else:
-            assert set(results["variant"]) == {"homogeneous", "influence_global", "influence_roi"}
-            roi = results[results["variant"] == "influence_roi"]
-            assert sorted(roi["basin"]) == sorted(synth_data.basins)
-            with open(next((out / "runs" / "influence_roi_0_seed1").glob("*/config.yml"))) as fp:
-                assert "xb_influence_targets_file" in fp.read()
+            assert set(results["variant"]) == {"homogeneous", "influence_global"}
+            assert (results.groupby("variant").size() == len(synth_data.basins)).all()
+            assert len(list((out / "runs" / "influence_global_seed1").glob("*/influence/influence_epoch001.nc"))) == 1
     # running again skips everything
     again = run_cli(["nh-xb", "experiment", "global-vs-local", "--config", base, "--regions", regions, "--out",
                      tmp_path / "global-vs-local", "--run"], cwd=tmp_path)
@@ -86,7 +85,7 @@ def test_specialize_resumes_after_a_killed_run(tmp_path, pooled):
     for unit in first_done:
         assert f"skipped  {unit}" in resumed.stdout
     summary = json.loads((out / "specialized" / "specialization.json").read_text())
-    assert set(summary["status"].values()) <= {"done", "skipped"} and len(summary["units"]) == 3
+    assert set(summary["status"].values()) <= {"done", "skipped"} and len(summary["units"]) == 2
     merged = pd.read_csv(out / "specialized" / "test" / "model_epoch001" / "test_metrics.csv", dtype={"basin": str})
     assert sorted(merged["basin"]) == targets.read_text().split()
     for unit in summary["units"]:  # each unit sampled by its own target's weights, measured before epoch 1

@@ -23,7 +23,6 @@ from conftest import CARAVAN, require_caravan, run_cli, single_run_dir, tiny_tra
 
 RENAME_B = {"prcp": "precipitation"}
 RENAME_ATTRIBUTES_B = {"area_km2": "area"}
-FAST_ENV = {"OMP_NUM_THREADS": "1"}  # tiny models: threads only contend on a busy 2-core machine
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -232,10 +231,9 @@ def test_nh_run_train_evaluate_continue_finetune_metrics_in_physical_units(two_s
     metrics = ["NSE", "KGE", "RMSE", "Beta-NSE"]
     cfg = pooled_config(data, tmp_path / "runs", max_updates_per_epoch=10, metrics=metrics)
     (tmp_path / "runs").mkdir()
-    run_cli(["nh-run", "train", "--config-file", write_yaml(tmp_path / "pooled.yml", cfg)], cwd=tmp_path,
-            env=FAST_ENV)
+    run_cli(["nh-run", "train", "--config-file", write_yaml(tmp_path / "pooled.yml", cfg)], cwd=tmp_path)
     run_dir = single_run_dir(tmp_path / "runs")
-    run_cli(["nh-run", "evaluate", "--run-dir", run_dir], cwd=tmp_path, env=FAST_ENV)
+    run_cli(["nh-run", "evaluate", "--run-dir", run_dir], cwd=tmp_path)
 
     from neuralhydrology.evaluation.metrics import calculate_metrics
     table = pd.read_csv(run_dir / "test" / "model_epoch001" / "test_metrics.csv", index_col="basin")
@@ -259,13 +257,13 @@ def test_nh_run_train_evaluate_continue_finetune_metrics_in_physical_units(two_s
         changed = xarray.load_dataset(path)
         changed["precipitation"] = changed["precipitation"] * 2
         changed.to_netcdf(path)
-    run_cli(["nh-run", "continue_training", "--run-dir", run_dir], cwd=tmp_path, env=FAST_ENV)
+    run_cli(["nh-run", "continue_training", "--run-dir", run_dir], cwd=tmp_path)
     continued = run_dir / "continue_training_from_epoch001"
     assert (continued / "train_data" / "train_data_scaler.yml").read_text() == trained_scaler
     finetune = write_yaml(tmp_path / "finetune.yml", {
         "base_run_dir": str(run_dir), "finetune_modules": ["head"], "experiment_name": "pooled_finetune",
         "run_dir": str(tmp_path / "finetuned"), "epochs": 1, "learning_rate": 0.001})
-    run_cli(["nh-run", "finetune", "--config-file", finetune], cwd=tmp_path, env=FAST_ENV)
+    run_cli(["nh-run", "finetune", "--config-file", finetune], cwd=tmp_path)
     finetuned = single_run_dir(tmp_path / "finetuned")
     assert (finetuned / "train_data" / "train_data_scaler.yml").read_text() == trained_scaler
 

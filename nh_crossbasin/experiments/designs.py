@@ -52,7 +52,8 @@ class RunSpec:
     overrides: dict = field(default_factory=dict)
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
+    """``text`` with every character other than letters, digits, - _ . replaced by -, for file names."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))
 
 
@@ -63,7 +64,7 @@ def global_vs_local(scheme: RegionScheme, level: int = 0) -> List[RunSpec]:
     runs = [RunSpec("global", "global", "all", basins, basins)]
     for region in scheme.regions(level):
         members = tuple(scheme.members(region, level))
-        runs.append(RunSpec(f"local_{_safe(region)}", "local", region, members, members))
+        runs.append(RunSpec(f"local_{safe_name(region)}", "local", region, members, members))
     return runs
 
 
@@ -71,7 +72,7 @@ def single_vs_regional(basins: Sequence[str]) -> List[RunSpec]:
     """One pooled run and one run per basin."""
     basins = tuple(basins)
     runs = [RunSpec("regional", "regional", "all", basins, basins)]
-    runs += [RunSpec(f"single_{_safe(b)}", "single", b, (b,), (b,)) for b in basins]
+    runs += [RunSpec(f"single_{safe_name(b)}", "single", b, (b,), (b,)) for b in basins]
     return runs
 
 
@@ -91,7 +92,7 @@ def homogeneous_vs_heterogeneous(scheme: Optional[RegionScheme], basins: Sequenc
             overrides = {"xb_sampler": "influence"}
             if targets_files is not None:
                 overrides["xb_influence_targets_file"] = str(targets_files[region])
-            runs.append(RunSpec(f"influence_roi_{_safe(region)}", "influence_roi", region, basins, members,
+            runs.append(RunSpec(f"influence_roi_{safe_name(region)}", "influence_roi", region, basins, members,
                                 overrides))
     return runs
 
@@ -154,16 +155,16 @@ def similar_vs_dissimilar(scheme: RegionScheme, attributes: pd.DataFrame, static
         dissimilar = _grow(list(distance.index[::-1]), members, len(close))
         added = {"close": close, "far": far, "dissimilar": dissimilar}
         group = roi
-        runs.append(RunSpec(f"roi_{_safe(roi)}_local", "local", group, tuple(local), tuple(local)))
+        runs.append(RunSpec(f"roi_{safe_name(roi)}_local", "local", group, tuple(local), tuple(local)))
         for kind, extra in added.items():
             if extra:
-                runs.append(RunSpec(f"roi_{_safe(roi)}_local+{kind}", f"local+{kind}", group,
+                runs.append(RunSpec(f"roi_{safe_name(roi)}_local+{kind}", f"local+{kind}", group,
                                     tuple(local + extra), tuple(local)))
         sizes = [len(v) for v in added.values() if v]
         if size_control and len(sizes) == len(added):
             size = min(sizes)
             for kind, extra in added.items():
                 picked = sorted(rng.choice(len(extra), size=size, replace=False))
-                runs.append(RunSpec(f"roi_{_safe(roi)}_local+{kind}_sized", f"local+{kind}_sized", group,
+                runs.append(RunSpec(f"roi_{safe_name(roi)}_local+{kind}_sized", f"local+{kind}_sized", group,
                                     tuple(local + [extra[i] for i in picked]), tuple(local)))
     return runs

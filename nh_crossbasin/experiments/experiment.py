@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 import pandas as pd
 
 from nh_crossbasin.experiments.designs import (DESIGNS, global_vs_local, homogeneous_vs_heterogeneous,
-                                               similar_vs_dissimilar, single_vs_regional, _safe)
+                                               safe_name, similar_vs_dissimilar, single_vs_regional)
 from nh_crossbasin.experiments.regions import region_scheme
 from nh_crossbasin.experiments.results import run_metrics
 from nh_crossbasin.experiments.runner import finished_run_dir, run_tasks
@@ -56,7 +56,7 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
     else:
         targets = None
         if scheme is not None:
-            targets = {r: (out / "basins" / f"influence_roi_{_safe(r)}_eval.txt").resolve()
+            targets = {r: (out / "basins" / f"influence_roi_{safe_name(r)}_eval.txt").resolve()
                        for r in scheme.regions(level)}
         runs = homogeneous_vs_heterogeneous(scheme, basins, level, targets)
     return write_experiment(design, runs, base_config, out, seeds, extra={"regions": regions, "level": level})

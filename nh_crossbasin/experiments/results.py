@@ -9,12 +9,14 @@ import pandas as pd
 
 
 def result_files(run_dir: Path, period: str = "test") -> tuple:
-    """``(results pickle, metrics csv)`` of the last evaluated epoch of a run directory."""
-    metrics = sorted(Path(run_dir).glob(f"{period}/model_epoch*/{period}_metrics.csv"))
-    if not metrics:
+    """``(results pickle, metrics csv)`` NH wrote when it evaluated the run's last weights (see
+    :func:`nh_crossbasin.analysis.results.results_file`)."""
+    from nh_crossbasin.analysis.results import results_file
+    pickle_file = results_file(run_dir, period)
+    if pickle_file is None:
         raise FileNotFoundError(f"{run_dir} has no {period} results; run `nh-run evaluate --run-dir {run_dir} "
                                 f"--period {period}` first.")
-    return metrics[-1].with_name(f"{period}_results.p"), metrics[-1]
+    return pickle_file, pickle_file.with_name(f"{period}_metrics.csv")
 
 
 def run_metrics(run_dir: Path, basins: Optional[Iterable[str]] = None, period: str = "test") -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Execute NH runs (train or finetune, then evaluate) on local worker processes or a Ray cluster.
 
-Each task runs NH's own machinery through ``nh-xb`` in a subprocess: ``nh-xb train|finetune --config-file`` then
-``nh-xb evaluate --run-dir`` on the run directory the first step created. Tasks are resumable (a task whose run
+Each task runs NH's own machinery in a subprocess: NH's ``start_run`` or ``finetune`` (what ``nh-xb train|finetune``
+calls), then ``eval_run`` on the run directory it created (what ``nh-xb evaluate`` calls). Tasks are resumable (a task whose run
 parent already holds test metrics is skipped; an interrupted run directory is left as it is and a fresh one is
 made), and one failing task is reported without stopping the others.
 
@@ -42,13 +42,11 @@ def finished_run_dir(run_parent: Path, period: str = "test") -> Optional[Path]:
     return done[-1].parents[2] if done else None
 
 
-def _nh_xb(args: List[str], env: dict) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "nh_crossbasin.cli.main", *map(str, args)]
-    return subprocess.run(command, env=env, capture_output=True, text=True)
-
-
 def execute(task: Task, gpu: Optional[int] = None, threads: Optional[int] = None) -> dict:
     """Run one task (or skip it when already finished); never raises for a failing NH run.
+
+    The task runs in a fresh interpreter (:mod:`nh_crossbasin.experiments.task`): NH's ``start_run`` or
+    ``finetune``, then ``eval_run`` on the new run directory.
 
     Returns
     -------
@@ -63,17 +61,14 @@ def execute(task: Task, gpu: Optional[int] = None, threads: Optional[int] = None
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    gpu_flag = ["--gpu", str(gpu)] if gpu is not None else ["--gpu", "-1"]
-    task.run_parent.mkdir(parents=True, exist_ok=True)
-    before = {p for p in task.run_parent.iterdir() if p.is_dir()}
-    proc = _nh_xb([task.mode, "--config-file", task.config, *gpu_flag], env)
-    created = sorted({p for p in task.run_parent.iterdir() if p.is_dir()} - before)
-    if proc.returncode == 0 and len(created) == 1:
-        proc = _nh_xb(["evaluate", "--run-dir", created[0], *gpu_flag], env)
-    status = "done" if proc.returncode == 0 and len(created) == 1 else "failed"
-    error = "" if status == "done" else (proc.stderr or proc.stdout)[-ERROR_TAIL:] or f"run dirs created: {created}"
-    return dict(result, status=status, run_dir=str(created[0]) if created else None,
-                seconds=time.perf_counter() - start, error=error)
+    command = [sys.executable, "-m", "nh_crossbasin.experiments.task", task.mode, str(task.config),
+               str(task.run_parent), "--gpu", str(gpu if gpu is not None else -1)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    run_dir = finished_run_dir(task.run_parent)
+    if proc.returncode == 0 and run_dir is not None:
+        return dict(result, status="done", run_dir=str(run_dir), seconds=time.perf_counter() - start)
+    return dict(result, status="failed", seconds=time.perf_counter() - start,
+                error=(proc.stderr or proc.stdout)[-ERROR_TAIL:])
 
 
 def run_tasks(tasks: Iterable[Task], workers: int = 1, ray: Optional[str] = None, gpus: Optional[List[int]] = None,

@@ -21,15 +21,12 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 from ruamel.yaml import YAML
 
+from nh_crossbasin.experiments.designs import safe_name
 from nh_crossbasin.experiments.results import merge_results
 from nh_crossbasin.experiments.runner import Task, run_tasks
 from nh_crossbasin.experiments.writer import _write_text_once, write_basin_file
 
 SUMMARY = "specialization.json"
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))
 
 
 def cluster_targets(influence_rows: np.ndarray, targets: List[str], n_clusters: int, seed: int = 0) -> Dict[str, List[str]]:
@@ -56,7 +53,7 @@ def plan_units(pooled_run: Path, targets: List[str], clusters: Optional[int], se
     to the pooled run's ``influence/`` folder as a new file) and is fixed in ``OUT/units.json`` for resumption.
     """
     if not clusters:
-        return {_safe(t): [t] for t in targets}
+        return {safe_name(t): [t] for t in targets}
     plan = Path(out) / "units.json"
     if plan.exists():
         return json.loads(plan.read_text())
