@@ -55,7 +55,7 @@ def build(cfg_dict: dict, scratch: Path, device: torch.device):
     from neuralhydrology.utils.config import Config
     cfg = Config(dict(cfg_dict, run_dir=str(scratch), verbose=0))
     cfg.run_dir, cfg.train_dir = scratch, scratch / "train_data"
-    dataset = get_dataset(cfg=cfg, is_train=True, period="train")
+    dataset = get_dataset(cfg=cfg, is_train=True, period="train", scaler={})  # NH's default {} is shared
     cfg.number_of_basins = len(dataset.basins)
     torch.manual_seed(0)
     return cfg, dataset, get_model(cfg).to(device), get_loss_obj(cfg).to(device)

@@ -79,7 +79,7 @@ def test_training_loss_curve_matches_nh_ealstm(tmp_path):
 
     cfg = Config(caravan_keys(tmp_path))
     cfg.train_dir = tmp_path / "train_data"
-    dataset = GenericDataset(cfg=cfg, is_train=True, period="train")
+    dataset = GenericDataset(cfg=cfg, is_train=True, period="train", scaler={})  # NH's default {} is shared
     loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True, collate_fn=dataset.collate_fn,
                                          generator=torch.Generator().manual_seed(0))
     batches = []

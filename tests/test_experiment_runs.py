@@ -35,7 +35,8 @@ def test_two_designs_end_to_end(tmp_path, synth_data):
     base = write_yaml(tmp_path / "base.yml", synth_config(synth_data, tmp_path, loss="xb_nse_star",
                                                           xb_influence_warmup_epochs=0, **TINY))
     regions = f"{synth_data.out_dir / 'ground_truth.csv'}:regime"
-    for design, spec in (("global-vs-local", ["--regions", regions]), ("homogeneous-vs-heterogeneous", [])):
+    for design, spec in (("global-vs-local", ["--regions", regions]),
+                         ("homogeneous-vs-heterogeneous", ["--seeds", "2"])):
         out = tmp_path / design
         proc = run_cli(["nh-xb", "experiment", design, "--config", base, *spec, "--out", out, "--run",
                         "--workers", "2"], cwd=tmp_path)
@@ -48,7 +49,10 @@ def test_two_designs_end_to_end(tmp_path, synth_data):
             assert set(results["basin"]) == set(synth_data.basins)
         else:
             assert set(results["variant"]) == {"homogeneous", "influence_global"}
-            assert (results.groupby("variant").size() == len(synth_data.basins)).all()
+            assert (results.groupby(["variant", "seed"]).size() == len(synth_data.basins)).all()
+            ensembles = pd.read_csv(out / "results_ensemble.csv", dtype={"basin": str})
+            assert (ensembles["members"] == 2).all() and (ensembles.groupby("variant").size() == 12).all()
+            assert "seed ensembles (mean prediction of 2 seeds)" in proc.stdout
             assert len(list((out / "runs" / "influence_global_seed1").glob("*/influence/influence_epoch001.nc"))) == 1
     # running again skips everything
     again = run_cli(["nh-xb", "experiment", "global-vs-local", "--config", base, "--regions", regions, "--out",

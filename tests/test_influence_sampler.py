@@ -28,7 +28,7 @@ def nh_setup(synth_data, tmp_path_factory):
     cfg = Config(synth_config(synth_data, run_dir, loss="xb_nse_star", xb_sampler="influence", hidden_size=6,
                               seq_length=20, xb_influence_probe_size=8))
     cfg.run_dir, cfg.train_dir = run_dir, run_dir / "train_data"
-    dataset = get_dataset(cfg=cfg, is_train=True, period="train")
+    dataset = get_dataset(cfg=cfg, is_train=True, period="train", scaler={})  # NH's default {} is shared
     torch.manual_seed(0)
     model = get_model(cfg).double()
     return cfg, dataset, model, get_loss_obj(cfg)

@@ -81,6 +81,31 @@ def collect_results(out: Path) -> pd.DataFrame:
     return table[first + [c for c in table.columns if c not in first]]
 
 
+def collect_ensembles(out: Path) -> pd.DataFrame:
+    """Seed ensembles: per run, the mean prediction over its seeds (Kratzert et al. 2019), then NH's metrics on the
+    run's evaluation basins (one row per run and basin; ``seed`` is ``"ensemble"``)."""
+    from nh_crossbasin.analysis.results import basin_metrics, ensemble_results
+    manifest = json.loads((Path(out) / MANIFEST).read_text())
+    members: dict = {}
+    for entry in manifest["runs"]:
+        run_dir = finished_run_dir(Path(entry["run_parent"]))
+        if run_dir is not None:
+            members.setdefault(entry["run"], (entry, []))[1].append(run_dir)
+    rows = []
+    for run, (entry, run_dirs) in members.items():
+        eval_basins = set(Path(entry["eval_basin_file"]).read_text().split())
+        metrics = basin_metrics(ensemble_results(run_dirs, evaluate_missing=False), metrics=["NSE", "KGE"],
+                                progress=False)
+        metrics = metrics[metrics.index.isin(eval_basins)].reset_index()
+        rows.append(metrics.assign(run=run, seed="ensemble", variant=entry["variant"], group=entry["group"],
+                                   members=len(run_dirs)))
+    if not rows:
+        return pd.DataFrame()
+    table = pd.concat(rows, ignore_index=True)
+    first = ["run", "variant", "group", "seed", "basin"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
 def summarise(table: pd.DataFrame, design: str) -> str:
     """Median/mean NSE per variant and the paired difference to the design's baseline over (basin, seed)."""
     if table.empty:
@@ -97,7 +122,8 @@ def summarise(table: pd.DataFrame, design: str) -> str:
 
 def run_experiment(out: Path, workers: int = 1, ray: Optional[str] = None, gpus=None, gpus_per_task: float = 0,
                    threads_per_task: Optional[int] = None) -> str:
-    """Run every run of the manifest (finished ones are skipped), write ``results.csv``, return the summary."""
+    """Run every run of the manifest (finished ones are skipped), write ``results.csv`` (and, with several seeds,
+    ``results_ensemble.csv``), return the summary."""
     out = Path(out)
     manifest = json.loads((out / MANIFEST).read_text())
     results = run_tasks(tasks_of(manifest["runs"]), workers=workers, ray=ray, gpus=gpus,
@@ -108,6 +134,11 @@ def run_experiment(out: Path, workers: int = 1, ray: Optional[str] = None, gpus=
     table = collect_results(out)
     table.to_csv(out / "results.csv", index=False)
     text = summarise(table, manifest["design"])
+    if len(manifest["seeds"]) > 1:
+        ensembles = collect_ensembles(out)
+        ensembles.to_csv(out / "results_ensemble.csv", index=False)
+        text += f"\n\nseed ensembles (mean prediction of {len(manifest['seeds'])} seeds):\n"
+        text += summarise(ensembles, manifest["design"])
     if failed:
         text += f"\n{len(failed)} runs failed: {[r['name'] for r in failed]} (see {out / 'failures.json'})"
     return text
