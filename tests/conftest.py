@@ -128,3 +128,15 @@ def single_run_dir(parent: Path) -> Path:
     runs = [p for p in parent.iterdir() if p.is_dir()]
     assert len(runs) == 1, f"expected one run dir in {parent}, found {runs}"
     return runs[0]
+
+
+def train_in_process(cfg: dict) -> Path:
+    """Train one run with NH's Python API, plugin active, and return its run directory."""
+    import nh_crossbasin
+    from neuralhydrology.training.train import start_training
+    from neuralhydrology.utils.config import Config
+
+    with nh_crossbasin.activated():
+        config = Config(cfg)
+        start_training(config)
+    return Path(config.run_dir)

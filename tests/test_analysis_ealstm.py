@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import synth_config
+from conftest import synth_config, train_in_process
 from nh_crossbasin import analysis as xa
-from test_analysis_runs import train_in_process
 
 BASIN = "synth_005"
 

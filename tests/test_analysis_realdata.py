@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import caravan_config, require_caravan, run_cli
-from test_analysis_runs import train_in_process
+from conftest import caravan_config, require_caravan, run_cli, train_in_process
 
 pytestmark = pytest.mark.realdata
 

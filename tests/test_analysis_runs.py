@@ -10,23 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli, synth_config
+from conftest import run_cli, synth_config, train_in_process
 from nh_crossbasin import analysis as xa
 
 METRICS = ["NSE", "KGE", "Alpha-NSE", "Beta-NSE", "FHV", "FMS", "FLV"]
 
-
-
-def train_in_process(cfg: dict) -> Path:
-    """Train one run with NH's Python API, plugin active, and return its run directory."""
-    import nh_crossbasin
-    from neuralhydrology.training.train import start_training
-    from neuralhydrology.utils.config import Config
-
-    with nh_crossbasin.activated():
-        config = Config(cfg)
-        start_training(config)
-    return Path(config.run_dir)
 
 
 @pytest.fixture(scope="module")

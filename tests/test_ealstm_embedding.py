@@ -9,10 +9,11 @@ import pytest
 import torch
 import xarray as xr
 
+from conftest import train_in_process
+
 BASINS = ["b001", "b002", "b003", "b004"]
 ATTRIBUTES = ["area", "aridity", "elev", "frac_snow"]
 DYNAMIC = ["prcp", "tmean", "pet"]
-
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,6 @@ def tiny_generic_data(tmp_path_factory) -> Path:
 
 def train_tiny_run(data_dir: Path, run_root: Path, name: str, **overrides) -> Path:
     """Train a tiny run in-process (plugin active) and return its run directory."""
-    import nh_crossbasin
-    from neuralhydrology.training.train import start_training
-    from neuralhydrology.utils.config import Config
-
     keys = {"experiment_name": name, "run_dir": str(run_root), "data_dir": str(data_dir), "dataset": "generic",
             "train_basin_file": str(data_dir / "basins.txt"), "validation_basin_file": str(data_dir / "basins.txt"),
             "test_basin_file": str(data_dir / "basins.txt"),
@@ -57,10 +54,7 @@ def train_tiny_run(data_dir: Path, run_root: Path, name: str, **overrides) -> Pa
             "log_tensorboard": False, "save_weights_every": 1, "validate_every": None, "metrics": ["NSE"],
             "verbose": 0}
     keys.update(overrides)
-    with nh_crossbasin.activated():
-        cfg = Config(keys)
-        start_training(cfg)
-    return Path(cfg.run_dir)
+    return train_in_process(keys)
 
 
 @pytest.fixture(scope="module")
