@@ -3,6 +3,7 @@ definition, NH's sampling distribution, chi-square tests) and the fallbacks."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 
 import numpy as np
@@ -155,3 +156,17 @@ def test_nan_gradients_are_logged_fallbacks_and_all_nan_stops(nh_setup, caplog):
     assert np.allclose(weights[5][np.arange(n) != 3], 1 / (n - 1))
     with pytest.raises(RuntimeError, match="no source basin has a finite probe gradient"):
         sampler.update_weights(np.full((n, n), np.nan), gradients, epoch=3)
+
+
+def test_zero_gradients_are_logged(nh_setup, caplog):
+    _, dataset, model, loss_obj = nh_setup
+    sampler = _sampler(nh_setup)
+    gradients = probe_gradients(model, nh_loss_fn(loss_obj), _batches(nh_setup), select_parameters(model, ["head"]))
+    gradients = dataclasses.replace(gradients, norms=gradients.norms.clone().index_fill_(0, torch.tensor([2]), 0.0))
+    n = len(dataset.basins)
+    raw = np.random.default_rng(1).normal(size=(n, n))
+    raw[:, 2] = raw[2, :] = 0.0  # what the cosine measure gives a zero gradient
+    with caplog.at_level(logging.WARNING):
+        record = sampler.update_weights(raw, gradients, epoch=2)
+    assert "1 basins have a zero probe gradient" in caplog.text and dataset.basins[2] in caplog.text
+    assert np.allclose(record["weights"].values.sum(axis=1), 1)

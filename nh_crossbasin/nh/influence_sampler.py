@@ -253,6 +253,12 @@ class InfluenceSampler(BasinSampler):
         if bad:
             LOGGER.warning(f"Influence refresh before epoch {epoch}: {len(bad)} source basins have no finite probe "
                            f"gradient and get no influence weight this refresh: {bad[:10]}")
+        norms = gradients.norms.detach().cpu().double().numpy()
+        zero = [self.basins[i] for i in np.flatnonzero(has_samples & (norms == 0))]
+        if zero:
+            LOGGER.warning(f"Influence refresh before epoch {epoch}: {len(zero)} basins have a zero probe gradient "
+                           f"(their probes are already fitted or their parameters get no gradient); their influence "
+                           f"is 0 with every basin this refresh: {zero[:10]}")
         bad_targets = [t for t, row in zip(self.targets, raw) if not np.isfinite(row).any()]
         if bad_targets:
             LOGGER.warning(f"Influence refresh before epoch {epoch}: targets without a finite probe gradient keep "
