@@ -53,7 +53,8 @@ def synthetic(args) -> tuple:
     from nh_crossbasin.synth import generate_basins
     summary = generate_basins(args.out / "data", n_basins=args.basins, n_regimes=args.regimes, years=args.years,
                               seed=0, overwrite=True)
-    return dict(summary.nh_config_entries(), **training_keys(args)), f"{summary.out_dir / 'ground_truth.csv'}:regime"
+    regions = f"{summary.out_dir / 'ground_truth.csv'}:regime" if args.roi == "regimes" else None
+    return dict(summary.nh_config_entries(), **training_keys(args)), regions
 
 
 def real(args) -> tuple:
@@ -102,6 +103,8 @@ def main() -> None:
     syn.add_argument("--hidden", type=int, default=64)
     syn.add_argument("--seq", type=int, default=120)
     syn.add_argument("--epochs", type=int, default=6)
+    syn.add_argument("--roi", choices=["regimes", "none"], default="regimes",
+                     help="'regimes': one ROI run per hidden regime; 'none': homogeneous and global runs only")
     syn.set_defaults(dropout=0.0, learning_rate={0: 5e-3, 4: 1e-3})
     rea = sub.choices["real"]
     rea.add_argument("--data", default=str(CARAVAN))
