@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, single_run_dir, synth_config, write_yaml
-from nh_crossbasin.experiments.runner import Task, execute, run_tasks
+from nh_crossbasin.experiments.runner import Task, execute, run_tasks, write_failures
 
 pytestmark = pytest.mark.slow
 TINY = {"hidden_size": 4, "seq_length": 20, "max_updates_per_epoch": 4, "batch_size": 16}
@@ -69,6 +69,11 @@ def test_runner_reports_a_failing_task_and_finishes_the_others(tmp_path, synth_d
     assert [r["status"] for r in results] == ["failed", "done"]
     assert "no_such_attribute" in results[0]["error"]
     assert execute(Task("good", "train", good, tmp_path / "good"))["status"] == "skipped"
+
+    assert write_failures(tmp_path, results) == [results[0]]
+    assert "no_such_attribute" in json.loads((tmp_path / "failures.json").read_text())["bad"]
+    write_failures(tmp_path, [dict(results[0], status="done"), results[1]])  # retried and finished
+    assert not (tmp_path / "failures.json").exists()
 
 
 def test_specialize_resumes_after_a_killed_run(tmp_path, pooled):

@@ -11,7 +11,7 @@ from nh_crossbasin.experiments.designs import (DESIGNS, global_vs_local, homogen
                                                safe_name, similar_vs_dissimilar, single_vs_regional)
 from nh_crossbasin.experiments.regions import region_scheme
 from nh_crossbasin.experiments.results import run_metrics
-from nh_crossbasin.experiments.runner import finished_run_dir, run_tasks
+from nh_crossbasin.experiments.runner import FAILURES, finished_run_dir, run_tasks, write_failures
 from nh_crossbasin.experiments.writer import MANIFEST, read_config, tasks_of, write_experiment
 
 BASELINE = {"global-vs-local": "global", "similar-vs-dissimilar": "local", "single-vs-regional": "regional",
@@ -64,33 +64,22 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
 
 def collect_results(out: Path) -> pd.DataFrame:
     """Tidy table of the finished runs' test metrics on their evaluation basins (one row per run, seed, basin)."""
-    manifest = json.loads((Path(out) / MANIFEST).read_text())
     rows = []
-    for entry in manifest["runs"]:
-        run_dir = finished_run_dir(Path(entry["run_parent"]))
-        if run_dir is None:
-            continue
+    for entry, run_dir in _finished_runs(out):
         eval_basins = Path(entry["eval_basin_file"]).read_text().split()
         metrics = run_metrics(run_dir, eval_basins)
         rows.append(metrics.assign(run=entry["run"], seed=entry["seed"], variant=entry["variant"],
                                    group=entry["group"], run_dir=str(run_dir)))
-    if not rows:
-        return pd.DataFrame()
-    table = pd.concat(rows, ignore_index=True)
-    first = ["run", "variant", "group", "seed", "basin"]
-    return table[first + [c for c in table.columns if c not in first]]
+    return _tidy(rows)
 
 
 def collect_ensembles(out: Path) -> pd.DataFrame:
     """Seed ensembles: per run, the mean prediction over its seeds (Kratzert et al. 2019), then NH's metrics on the
     run's evaluation basins (one row per run and basin; ``seed`` is ``"ensemble"``)."""
     from nh_crossbasin.analysis.results import basin_metrics, ensemble_results
-    manifest = json.loads((Path(out) / MANIFEST).read_text())
     members: dict = {}
-    for entry in manifest["runs"]:
-        run_dir = finished_run_dir(Path(entry["run_parent"]))
-        if run_dir is not None:
-            members.setdefault(entry["run"], (entry, []))[1].append(run_dir)
+    for entry, run_dir in _finished_runs(out):
+        members.setdefault(entry["run"], (entry, []))[1].append(run_dir)
     rows = []
     for run, (entry, run_dirs) in members.items():
         eval_basins = set(Path(entry["eval_basin_file"]).read_text().split())
@@ -99,6 +88,20 @@ def collect_ensembles(out: Path) -> pd.DataFrame:
         metrics = metrics[metrics.index.isin(eval_basins)].reset_index()
         rows.append(metrics.assign(run=run, seed="ensemble", variant=entry["variant"], group=entry["group"],
                                    members=len(run_dirs)))
+    return _tidy(rows)
+
+
+def _finished_runs(out: Path):
+    """``(manifest entry, run directory)`` of every run of the manifest that has test results."""
+    manifest = json.loads((Path(out) / MANIFEST).read_text())
+    for entry in manifest["runs"]:
+        run_dir = finished_run_dir(Path(entry["run_parent"]))
+        if run_dir is not None:
+            yield entry, run_dir
+
+
+def _tidy(rows: List[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-run metric tables, identifying columns first."""
     if not rows:
         return pd.DataFrame()
     table = pd.concat(rows, ignore_index=True)
@@ -128,9 +131,7 @@ def run_experiment(out: Path, workers: int = 1, ray: Optional[str] = None, gpus=
     manifest = json.loads((out / MANIFEST).read_text())
     results = run_tasks(tasks_of(manifest["runs"]), workers=workers, ray=ray, gpus=gpus,
                         gpus_per_task=gpus_per_task, threads_per_task=threads_per_task)
-    failed = [r for r in results if r["status"] == "failed"]
-    if failed:
-        (out / "failures.json").write_text(json.dumps({r["name"]: r["error"] for r in failed}, indent=1) + "\n")
+    failed = write_failures(out, results)
     table = collect_results(out)
     table.to_csv(out / "results.csv", index=False)
     text = summarise(table, manifest["design"])
@@ -140,5 +141,5 @@ def run_experiment(out: Path, workers: int = 1, ray: Optional[str] = None, gpus=
         text += f"\n\nseed ensembles (mean prediction of {len(manifest['seeds'])} seeds):\n"
         text += summarise(ensembles, manifest["design"])
     if failed:
-        text += f"\n{len(failed)} runs failed: {[r['name'] for r in failed]} (see {out / 'failures.json'})"
+        text += f"\n{len(failed)} runs failed: {[r['name'] for r in failed]} (see {out / FAILURES})"
     return text

@@ -12,6 +12,7 @@ folder at the same paths, e.g. a shared file system). With ``gpus_per_task`` > 0
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typing import Callable, Iterable, List, Optional
 from tqdm import tqdm
 
 ERROR_TAIL = 4000
+FAILURES = "failures.json"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,20 @@ def run_tasks(tasks: Iterable[Task], workers: int = 1, ray: Optional[str] = None
             record(result)
     bar.close()
     return [results[t.name] for t in tasks]
+
+
+def write_failures(out: Path, results: List[dict]) -> List[dict]:
+    """Record the failed tasks of the latest invocation in ``out/failures.json`` (name -> error) and return them.
+
+    Tasks that were retried and finished are no longer listed; without failures the file is removed.
+    """
+    failed = [r for r in results if r["status"] == "failed"]
+    path = Path(out) / FAILURES
+    if failed:
+        path.write_text(json.dumps({r["name"]: r["error"] for r in failed}, indent=1) + "\n")
+    elif path.exists():
+        path.unlink()
+    return failed
 
 
 def _run_on_ray(tasks: List[Task], workers: int, address: str, gpus_per_task: float, threads: int):

@@ -8,7 +8,7 @@ before the first fine-tuning epoch (and refreshed every ``refresh_every`` epochs
 targets; the results are merged into ``OUT/specialized`` in NH's result format.
 
 Layout of ``OUT``: ``units/<unit>/{targets.txt, finetune.yml, runs/<NH run dir>}``, ``specialized/`` (merged
-results and ``specialization.json``), ``failures.json`` when a unit failed. Re-running the same command resumes:
+results and ``specialization.json``), ``failures.json`` with the units that failed in the latest invocation. Re-running the same command resumes:
 finished units are skipped.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from ruamel.yaml import YAML
 
 from nh_crossbasin.experiments.designs import safe_name
 from nh_crossbasin.experiments.results import merge_results
-from nh_crossbasin.experiments.runner import Task, run_tasks
-from nh_crossbasin.experiments.writer import _write_text_once, write_basin_file
+from nh_crossbasin.experiments.runner import Task, run_tasks, write_failures
+from nh_crossbasin.experiments.writer import write_basin_file, write_text_once
 
 SUMMARY = "specialization.json"
 
@@ -61,7 +61,7 @@ def plan_units(pooled_run: Path, targets: List[str], clusters: Optional[int], se
     targets_file = write_basin_file(Path(out) / "targets.txt", targets)
     record, _ = influence_for_run(pooled_run, overrides={"xb_influence_targets_file": str(targets_file.resolve())})
     units = cluster_targets(record["influence"].values, list(record["target"].values), clusters, seed)
-    _write_text_once(plan, json.dumps(units, indent=1) + "\n")
+    write_text_once(plan, json.dumps(units, indent=1) + "\n")
     return units
 
 
@@ -124,15 +124,13 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
         text = StringIO()
         yaml.dump(finetune_config(pooled_run, unit, unit_targets, folder / "runs", type(model).module_parts, epochs,
                                   refresh_every, learning_rate), text)
-        _write_text_once(folder / "finetune.yml", text.getvalue())
+        write_text_once(folder / "finetune.yml", text.getvalue())
         tasks.append(Task(unit, "finetune", folder / "finetune.yml", folder / "runs"))
     log(f"specialising {len(targets)} targets in {len(units)} units from {pooled_run} (epoch {pooled_epoch})")
     results = run_tasks(tasks, workers=workers, ray=ray, gpus=gpus, gpus_per_task=gpus_per_task,
                         threads_per_task=threads_per_task, log=log)
     finished = {r["name"]: r for r in results if r["status"] in ("done", "skipped")}
-    failed = [r for r in results if r["status"] == "failed"]
-    if failed:
-        _write_failures(out, failed)
+    write_failures(out, results)
     merged = None
     if finished:
         merged = merge_results({u: (Path(finished[u]["run_dir"]), units[u]) for u in finished},
@@ -144,9 +142,3 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
     (out / "specialized" / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
-
-def _write_failures(out: Path, failed: List[dict]) -> None:
-    path = out / "failures.json"
-    previous = json.loads(path.read_text()) if path.exists() else {}
-    previous.update({r["name"]: r["error"] for r in failed})
-    path.write_text(json.dumps(previous, indent=1) + "\n")

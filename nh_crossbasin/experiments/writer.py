@@ -26,7 +26,7 @@ def read_config(path: Path) -> dict:
     return cfg
 
 
-def _write_text_once(path: Path, text: str) -> None:
+def write_text_once(path: Path, text: str) -> None:
     """Write ``text``; an existing file must already hold exactly it (nothing a user wrote is overwritten)."""
     if path.exists():
         if path.read_text() != text:
@@ -38,7 +38,7 @@ def _write_text_once(path: Path, text: str) -> None:
 
 def write_basin_file(path: Path, basins: Sequence[str]) -> Path:
     """An NH basin file (one id per line)."""
-    _write_text_once(path, "\n".join(basins) + "\n")
+    write_text_once(path, "\n".join(basins) + "\n")
     return path
 
 
@@ -68,13 +68,13 @@ def write_experiment(design: str, runs: List[RunSpec], base_config: Path, out: P
             config_path = out / "configs" / f"{name}.yml"
             text = StringIO()
             yaml.dump(cfg, text)
-            _write_text_once(config_path, text.getvalue())
+            write_text_once(config_path, text.getvalue())
             entries.append({"name": name, "run": run.name, "seed": int(seed), "variant": run.variant,
                             "group": run.group, "config": str(config_path), "run_parent": str(out / "runs" / name),
                             "train_basin_file": str(train_file), "eval_basin_file": str(eval_file)})
     manifest = {"design": design, "base_config": str(Path(base_config).resolve()), "seeds": list(map(int, seeds)),
                 "runs": entries, **(extra or {})}
-    _write_text_once(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    write_text_once(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return entries
 
 
