@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
-from nh_crossbasin.registry import LOSSES, MODELS, SAMPLERS, Registry
+from nh_crossbasin.registry import LOSSES, MODELS, Registry
 
 PREFIX = "xb_"
 

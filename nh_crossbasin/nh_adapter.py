@@ -361,7 +361,7 @@ def normalized_static_attributes(cfg, basins, scaler) -> Dict[str, torch.Tensor]
     return dict(dataset._attributes)
 
 
-def raw_attributes(cfg, basins) -> "pd.DataFrame":
+def raw_attributes(cfg, basins) -> "pandas.DataFrame":
     """All static attributes the dataset class of ``cfg`` provides for ``basins``, unnormalised (basin-indexed);
     e.g. region columns such as ``huc_02`` for the experiment designs."""
     frame = dataset_view(dataset_class(cfg), cfg, basins)._load_attributes()

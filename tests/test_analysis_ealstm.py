@@ -58,7 +58,7 @@ def test_gradient_of_a_linear_model_is_its_weights():
 
 
 def test_gradients_equal_finite_differences(ealstm_run):
-    from nh_crossbasin.nh.embedding import load_trained_model
+    from nh_crossbasin.nh.run_dirs import load_trained_model
     _, model, _ = load_trained_model(ealstm_run)
     model = model.double()
     batch = one_basin_batches(ealstm_run)[0]
@@ -81,7 +81,7 @@ def test_gradients_equal_finite_differences(ealstm_run):
 
 
 def test_morris_sensitivity_is_the_mean_absolute_gradient(ealstm_run, synth_data):
-    from nh_crossbasin.nh.embedding import load_trained_model
+    from nh_crossbasin.nh.run_dirs import load_trained_model
     table = xa.morris_sensitivity(ealstm_run, basins=[BASIN, "synth_001"], progress=False)
     assert list(table.index) == [BASIN, "synth_001"]
     assert list(table.columns) == sorted(synth_data.static_attributes)
@@ -111,7 +111,7 @@ def test_robustness_without_noise_reproduces_nh_and_noise_is_constant_per_basin(
     assert not np.allclose(noisy[0], noisy[1]) and not np.allclose(noisy[0], clean["NSE"].loc[noisy.index])
     # by hand: one draw z per (seed, repeat, basin position), the same for all time steps, scaled by sigma
     from nh_crossbasin.analysis.results import read_run_config
-    from nh_crossbasin.nh.embedding import load_trained_model
+    from nh_crossbasin.nh.run_dirs import load_trained_model
     from neuralhydrology.datautils.utils import load_basin_file, load_scaler
     cfg, model, _ = load_trained_model(ealstm_run)
     position = load_basin_file(Path(read_run_config(ealstm_run).test_basin_file)).index(BASIN)

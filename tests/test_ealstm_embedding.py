@@ -74,7 +74,7 @@ def nh_static_inputs_and_gates(run_dir: Path):
     from neuralhydrology.datasetzoo.genericdataset import GenericDataset
     from neuralhydrology.datautils.utils import load_scaler
     from neuralhydrology.evaluation.utils import load_basin_id_encoding
-    from nh_crossbasin.nh.embedding import load_trained_model
+    from nh_crossbasin.nh.run_dirs import load_trained_model
 
     cfg, model, _ = load_trained_model(run_dir)
     id_to_int = load_basin_id_encoding(run_dir) if cfg.use_basin_id_encoding else {}
@@ -149,7 +149,8 @@ def test_embed_command_writes_netcdf_and_never_overwrites(trained_runs, capsys):
 
 
 def test_evolving_attributes_have_no_static_embedding(trained_runs):
-    from nh_crossbasin.nh.embedding import load_trained_model, static_inputs
+    from nh_crossbasin.nh.embedding import static_inputs
+    from nh_crossbasin.nh.run_dirs import load_trained_model
 
     cfg, _, _ = load_trained_model(trained_runs["ealstm"])
     cfg.update_config({"evolving_attributes": ["pet"]}, dev_mode=True)

@@ -118,7 +118,7 @@ def _setup(run_dir, epoch, basins, period, device):
 
     from nh_crossbasin.analysis.results import read_run_config
     from nh_crossbasin.analysis.similarity import attribute_names
-    from nh_crossbasin.nh.embedding import load_trained_model
+    from nh_crossbasin.nh.run_dirs import load_trained_model
 
     run_dir = Path(run_dir)
     cfg, model, epoch = load_trained_model(run_dir, epoch)

@@ -146,10 +146,10 @@ def similar_vs_dissimilar(scheme: RegionScheme, attributes: pd.DataFrame, static
     rng = np.random.default_rng(seed)
     runs = []
     for roi in rois:
-        parent = scheme.parent(roi, fine)
+        parent = scheme.parent(roi)
         local = members[roi]
-        close = [b for r, bs in members.items() if r != roi and scheme.parent(r, fine) == parent for b in bs]
-        outside = [r for r in members if scheme.parent(r, fine) != parent]
+        close = [b for r, bs in members.items() if r != roi and scheme.parent(r) == parent for b in bs]
+        outside = [r for r in members if scheme.parent(r) != parent]
         distance = ((centroids.loc[outside] - centroids.loc[roi]) ** 2).sum(axis=1).sort_values(kind="stable")
         far = _grow(list(distance.index), members, len(close))
         dissimilar = _grow(list(distance.index[::-1]), members, len(close))

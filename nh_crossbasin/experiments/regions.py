@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import pandas as pd
 
@@ -41,8 +41,9 @@ class RegionScheme:
         column = self.table.iloc[:, level]
         return list(column.index[column == region])
 
-    def parent(self, region: str, level: int) -> str:
-        """The region at ``level - 1`` that contains ``region``."""
+    @staticmethod
+    def parent(region: str) -> str:
+        """The region one level up that contains ``region`` (its path without the last part)."""
         return region.rsplit(SEPARATOR, 1)[0]
 
 
@@ -115,7 +116,3 @@ def region_centroids(scheme: RegionScheme, attributes: pd.DataFrame, columns: Se
     standardised = (values - values.mean()) / values.std(ddof=0).replace(0, 1)
     return standardised.groupby(scheme.table.iloc[:, level].values).mean()
 
-
-def basin_lists(scheme: RegionScheme, level: int = 0) -> Dict[str, List[str]]:
-    """``{region: basins}`` at ``level``."""
-    return {region: scheme.members(region, level) for region in scheme.regions(level)}

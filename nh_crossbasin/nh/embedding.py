@@ -8,13 +8,13 @@ through the model's statics embedding network.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import xarray as xr
 
-from nh_crossbasin.nh.run_dirs import load_trained_model, weight_file  # noqa: F401  (re-exported)
+from nh_crossbasin.nh.run_dirs import load_trained_model
 
 EMBEDDING_NAME = "input_gate"
 
