@@ -1,33 +1,47 @@
-"""Accuracy: homogeneous pooling vs influence-weighted sampling, same model and same number of updates.
+"""Accuracy: homogeneous pooling vs heterogeneous (influence) weighting, each against the control that changes only
+the weights; choices on the validation period, the test period evaluated once per final configuration.
 
-The script writes a base config and runs the plugin's ``homogeneous-vs-heterogeneous`` experiment design (every
-run is NH's own training and evaluation, see :mod:`nh_crossbasin.experiments`):
+The study is the plugin's ``homogeneous-vs-heterogeneous`` experiment design (every run is NH's own training and
+evaluation through the plugin's experiment runner), with fine-tune arms:
 
-- ``homogeneous``: ``xb_sampler: uniform`` (NH's shuffle);
-- ``influence_global``: ``xb_sampler: influence``, all training basins are targets;
-- ``influence_roi``: one run per region of interest (a regime of the synthetic data, or a region of the real data,
-  e.g. a HUC-02 region), each evaluated on its region's basins; together they cover every basin once.
+- ``homogeneous``: NH's shuffle, ``E + F`` epochs;
+- ``uniform_replacement``: the influence sampler's draw with uniform weights (control of ``influence_global``);
+- ``influence_global`` (+ variants): the influence sampler, all training basins as targets;
+- ``pooled``: NH's shuffle, ``E`` epochs, the start of the fine-tune arms (``F`` epochs each):
+  ``specialize_clusters`` (+ variants; one model per cluster of targets, k-means on the pooled model's influence rows,
+  fine-tuned with that cluster's influence weights), ``finetune_uniform`` (the same fine-tune with NH's shuffle: the
+  control) and ``finetune_local`` (the same fine-tune on each cluster's own basins only).
 
-Pairs are (basin, seed); the paired Wilcoxon signed-rank test (two-sided) compares each variant with
-``homogeneous`` on test NSE. The design folder is resumable; results are in ``OUT/design/results.csv``.
+On twin data (``synthetic --twins``) a ``global-vs-local`` design over the hidden regimes adds the ground truth:
+one pooled model vs one model per regime.
+
+Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs are never redone or overwritten):
+
+1. ``validation``: every run is trained and evaluated on the validation period; per family (``influence_global*``,
+   ``specialize_clusters*``) the variant with the best median validation NSE of the seed-ensemble mean prediction is
+   chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
+2. ``test``: the fixed arms and the chosen variants are evaluated on the test period, once.
+
+Pairs are (basin, seed), and basins for the seed-ensemble tables; two-sided paired Wilcoxon tests.
 
 Examples
 --------
 ::
 
-    python benchmarks/heterogeneous_vs_homogeneous.py synthetic --out bench_runs/hvh_synth --seeds 3
-    python benchmarks/heterogeneous_vs_homogeneous.py real --out bench_runs/hvh_dev --seeds 1 --device cuda:0 \\
-        --epochs 10 --hidden 256 --seq 270 [--regions huc_02]
+    python benchmarks/heterogeneous_vs_homogeneous.py synthetic --twins --out bench_runs/hvh_twins --seeds 3 --workers 2
+    python benchmarks/heterogeneous_vs_homogeneous.py real --out bench_runs/hvh_dev --seeds 3 --workers 2 \\
+        --basin-file basins_dev.txt --hidden 64 --seq 180 --epochs 6
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
 from ruamel.yaml import YAML
-from scipy import stats
 
 REPO = Path(__file__).resolve().parents[1]
 CARAVAN = REPO.parent / "shared" / "data" / "camels_us_caravan"
@@ -36,29 +50,45 @@ REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "
                 "lai_diff", "gvf_max", "gvf_diff", "soil_depth_pelletier", "soil_depth_statsgo", "soil_porosity",
                 "soil_conductivity", "max_water_content", "sand_frac", "silt_frac", "clay_frac",
                 "carbonate_rocks_frac", "geol_permeability"]
+FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform", "finetune_local"]
+FAMILIES = {"influence_global": "influence_global", "specialize_clusters": "specialize_clusters"}
 
 
 def training_keys(args) -> dict:
     """Model and training keys shared by every run."""
-    return {"model": args.model, "head": "regression", "output_activation": "linear", "hidden_size": args.hidden,
+    keys = {"model": args.model, "head": "regression", "output_activation": "linear", "hidden_size": args.hidden,
             "initial_forget_bias": 3, "output_dropout": args.dropout, "seq_length": args.seq, "predict_last_n": 1,
-            "loss": "xb_nse_star", "optimizer": "Adam", "learning_rate": args.learning_rate, "batch_size": 256,
-            "epochs": args.epochs, "num_workers": 0, "device": args.device, "validate_every": None,
-            "log_tensorboard": False, "metrics": ["NSE", "KGE"], "verbose": 0, "clip_targets_to_zero": ["streamflow"],
-            "xb_influence_warmup_epochs": args.warmup, "seed": 1, "experiment_name": "hvh"}
+            "loss": "xb_nse_star", "optimizer": "Adam", "learning_rate": args.learning_rate,
+            "batch_size": args.batch, "epochs": args.epochs, "num_workers": 0, "device": args.device,
+            "validate_every": None, "log_tensorboard": False, "metrics": ["NSE", "KGE"], "verbose": 0,
+            "clip_targets_to_zero": ["streamflow"], "save_weights_every": 1, "seed": 1, "experiment_name": "hvh",
+            "xb_influence_warmup_epochs": args.warmup, "xb_influence_probe_size": args.probe}
+    if args.max_updates:
+        keys["max_updates_per_epoch"] = args.max_updates
+    return keys
 
 
 def synthetic(args) -> tuple:
-    """Base config and region spec (the hidden regimes) of freshly generated synthetic basins."""
+    """Base config and the hidden-regime spec of freshly generated synthetic basins."""
     from nh_crossbasin.synth import generate_basins
-    summary = generate_basins(args.out / "data", n_basins=args.basins, n_regimes=args.regimes, years=args.years,
-                              seed=0, overwrite=True)
-    regions = f"{summary.out_dir / 'ground_truth.csv'}:regime" if args.roi == "regimes" else None
-    return dict(summary.nh_config_entries(), **training_keys(args)), regions
+    data = args.out / "data"
+    if not (data / "synth_meta.json").exists():
+        generate_basins(data, n_basins=args.basins, n_regimes=2, years=args.years, seed=0, twins=args.twins)
+    from nh_crossbasin.synth.generator import META_FILE
+    meta = json.loads((data / META_FILE).read_text())
+    wanted = {"n_basins": args.basins, "years": args.years, "twins": args.twins}
+    if any(meta["arguments"].get(k) != v for k, v in wanted.items()):
+        raise SystemExit(f"{data} holds other synthetic data ({meta['arguments']}); use a new --out for {wanted}")
+    basins = str(data / "basins_all.txt")
+    base = {"dataset": "generic", "data_dir": str(data), "train_basin_file": basins, "validation_basin_file": basins,
+            "test_basin_file": basins, **{k: v for k, v in meta["nh_period_dates"].items()},
+            "dynamic_inputs": meta["dynamic_inputs"], "target_variables": meta["target_variables"],
+            "static_attributes": meta["static_attributes"]}
+    return dict(base, **training_keys(args)), f"{data / 'ground_truth.csv'}:regime"
 
 
 def real(args) -> tuple:
-    """Base config of the real CAMELS-US basins (Kratzert et al. 2019 periods) and the optional region spec."""
+    """Base config of the real CAMELS-US basins (Kratzert et al. 2019 periods)."""
     data, basin_file = Path(args.data), str(Path(args.data) / args.basin_file)
     base = {"dataset": "generic", "data_dir": str(data), "train_basin_file": basin_file,
             "validation_basin_file": basin_file, "test_basin_file": basin_file,
@@ -67,22 +97,64 @@ def real(args) -> tuple:
             "test_start_date": "01/10/1989", "test_end_date": "30/09/1999",
             "dynamic_inputs": ["total_precipitation_sum", "temperature_2m_mean", "potential_evaporation_sum"],
             "target_variables": ["streamflow"], "static_attributes": REAL_STATICS}
-    return dict(base, **training_keys(args)), args.regions
+    return dict(base, **training_keys(args)), None
 
 
-def summarise(table: pd.DataFrame) -> str:
-    """Markdown table: median/mean NSE and KGE per variant, and the paired test against homogeneous."""
-    wide = table.pivot_table(index=["seed", "basin"], columns="variant", values="NSE")
-    lines = ["| variant | median NSE | mean NSE | median KGE | basins NSE<=0 | median ΔNSE vs homog. | share improved "
-             "| Wilcoxon p | pairs |", "|---|---|---|---|---|---|---|---|---|"]
-    for variant, group in table.groupby("variant", sort=False):
-        diff = (wide[variant] - wide["homogeneous"]).dropna()
-        p = stats.wilcoxon(diff).pvalue if variant != "homogeneous" and (diff != 0).any() else float("nan")
-        lines.append(f"| {variant} | {group['NSE'].median():.3f} | {group['NSE'].mean():.3f} | "
-                     f"{group['KGE'].median():.3f} | {(group['NSE'] <= 0).sum()} | {diff.median():+.4f} | "
-                     f"{(diff > 0).mean():.2f} | {p:.2g} | {len(diff)} |")
-    per_seed = table.groupby(["variant", "seed"])["NSE"].median().unstack()
-    return "\n".join(lines) + "\n\nmedian test NSE per seed:\n" + per_seed.round(3).to_string()
+def variants(args) -> tuple:
+    """Candidate settings: extra influence_global variants and extra specialisation variants (beyond defaults)."""
+    influence, finetune = {}, {}
+    for tau in args.temperatures:
+        for aggregate in args.aggregates:
+            if tau == 1.0 and aggregate == "per_target":
+                continue  # the default settings: influence_global itself
+            name = "influence_global" + ("" if aggregate == "per_target" else "_mean") + (
+                "" if tau == 1.0 else f"_tau{tau:g}")
+            influence[name] = {"xb_influence_temperature": tau, "xb_influence_aggregate": aggregate}
+    for tau in args.temperatures:
+        if tau != 1.0:
+            finetune[f"specialize_clusters_tau{tau:g}"] = {"xb_influence_temperature": tau}
+    return influence, finetune
+
+
+def write_once(path: Path, text: str) -> None:
+    from nh_crossbasin.experiments.writer import write_text_once
+    try:
+        write_text_once(path, text)
+    except FileExistsError:
+        raise SystemExit(f"{path} exists with other settings; this --out folder belongs to another study "
+                         f"configuration (use a new --out, or the original flags to resume)")
+
+
+def choose(out: Path, table: pd.DataFrame) -> dict:
+    """Per family, the variant with the best median validation NSE (seed-ensemble means when available)."""
+    choices = {"rule": "per family, the variant with the highest median validation NSE of the seed-ensemble mean "
+                       "prediction (per-seed NSE when there is one seed)", "families": {}}
+    for family in FAMILIES:
+        members = table[table["variant"].str.startswith(family)]
+        medians = members.groupby("variant")["NSE"].median().sort_values(ascending=False)
+        if medians.empty:
+            continue
+        choices["families"][family] = {"chosen": medians.index[0], "validation_median_NSE": medians.round(4).to_dict()}
+    (out / "choices.json").write_text(json.dumps(choices, indent=1) + "\n")
+    return choices
+
+
+def tables(out: Path, period: str, controls: dict, header: str, baseline: str = "homogeneous") -> str:
+    """Markdown arm tables (per (basin, seed) and per seed-ensemble) of a design folder."""
+    from nh_crossbasin.experiments.summary import arm_table, format_arm_table
+    suffix = "" if period == "test" else f"_{period}"
+    text = []
+    for kind, name in (("(basin, seed) pairs", f"results{suffix}.csv"),
+                       ("seed-ensemble mean prediction, basin pairs", f"results{suffix}_ensemble.csv")):
+        path = out / name
+        if path.exists():
+            table = pd.read_csv(path, dtype={"basin": str, "seed": str})
+            text.append(f"{header}, {period} period, {kind}:\n\n"
+                        + format_arm_table(arm_table(table, baseline, controls)))
+            if kind.startswith("(basin"):
+                per_seed = table.groupby(["variant", "seed"])["NSE"].median().unstack().round(3)
+                text.append(f"median {period} NSE per seed:\n\n" + per_seed.to_string())
+    return "\n\n".join(text)
 
 
 def main() -> None:
@@ -91,42 +163,80 @@ def main() -> None:
     for name in ("synthetic", "real"):
         p = sub.add_parser(name)
         p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--stage", choices=["validation", "test", "all"], default="all")
         p.add_argument("--seeds", type=int, default=3, help="number of seeds (1, 2, ...)")
         p.add_argument("--device", default="cpu")
         p.add_argument("--model", default="cudalstm")
         p.add_argument("--warmup", type=int, default=1)
-        p.add_argument("--workers", type=int, default=1)
+        p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--finetune-epochs", type=int, default=1, help="F (0: no fine-tune arms)")
+        p.add_argument("--clusters", type=int, default=2, help="K of the per-cluster arms")
+        p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.3])
+        p.add_argument("--aggregates", nargs="+", default=["per_target", "mean_influence"],
+                       choices=["per_target", "mean_influence"])
+        p.add_argument("--max-updates", type=int, default=None, help="NH's max_updates_per_epoch")
     syn = sub.choices["synthetic"]
     syn.add_argument("--basins", type=int, default=24)
-    syn.add_argument("--regimes", type=int, default=2)
-    syn.add_argument("--years", type=int, default=12)
-    syn.add_argument("--hidden", type=int, default=64)
-    syn.add_argument("--seq", type=int, default=120)
-    syn.add_argument("--epochs", type=int, default=6)
-    syn.add_argument("--roi", choices=["regimes", "none"], default="regimes",
-                     help="'regimes': one ROI run per hidden regime; 'none': homogeneous and global runs only")
+    syn.add_argument("--years", type=int, default=10)
+    syn.add_argument("--twins", action="store_true", help="twin basins (identical inputs, opposite regimes)")
+    syn.add_argument("--hidden", type=int, default=32)
+    syn.add_argument("--seq", type=int, default=60)
+    syn.add_argument("--batch", type=int, default=128)
+    syn.add_argument("--epochs", type=int, default=6, help="E")
+    syn.add_argument("--probe", type=int, default=128)
     syn.set_defaults(dropout=0.0, learning_rate={0: 5e-3, 4: 1e-3})
     rea = sub.choices["real"]
     rea.add_argument("--data", default=str(CARAVAN))
     rea.add_argument("--basin-file", default="basins_dev.txt")
-    rea.add_argument("--hidden", type=int, default=256)
-    rea.add_argument("--seq", type=int, default=270)
-    rea.add_argument("--epochs", type=int, default=10)
-    rea.add_argument("--regions", default=None, help="region spec for ROI runs, e.g. huc_02 (default: none)")
-    rea.set_defaults(dropout=0.4, learning_rate={0: 1e-3, 10: 5e-4})
+    rea.add_argument("--hidden", type=int, default=64)
+    rea.add_argument("--seq", type=int, default=180)
+    rea.add_argument("--batch", type=int, default=256)
+    rea.add_argument("--epochs", type=int, default=6, help="E")
+    rea.add_argument("--probe", type=int, default=64)
+    rea.add_argument("--dropout", type=float, default=0.4)
+    rea.add_argument("--lr", type=float, nargs=2, default=[1e-3, 5e-4], metavar=("FIRST", "LAST"),
+                     help="learning rate, and its value from epoch E - 1 on")
     args = parser.parse_args()
+    if args.data_kind == "real":
+        args.learning_rate = {0: args.lr[0], max(1, args.epochs - 1): args.lr[1]}
     args.out.mkdir(parents=True, exist_ok=True)
-    base, regions = synthetic(args) if args.data_kind == "synthetic" else real(args)
-    base_file = args.out / "base.yml"
-    with open(base_file, "w") as fp:
-        YAML().dump(base, fp)
+    base, regimes = synthetic(args) if args.data_kind == "synthetic" else real(args)
+    text = StringIO()
+    YAML().dump(base, text)
+    write_once(args.out / "base.yml", text.getvalue())
+    extra, extra_finetune = variants(args)
 
-    from nh_crossbasin.experiments.experiment import build_experiment, collect_results, run_experiment
-    build_experiment("homogeneous-vs-heterogeneous", base_file, regions, args.out / "design", n_seeds=args.seeds)
+    import nh_crossbasin.experiments.experiment as ex
+    design = args.out / "design"
+    if not (design / "experiment.json").exists():
+        ex.build_experiment("homogeneous-vs-heterogeneous", args.out / "base.yml", None, design, n_seeds=args.seeds,
+                            finetune_epochs=args.finetune_epochs, clusters=args.clusters, extra_variants=extra,
+                            extra_finetune_variants=extra_finetune)
+    controls = json.loads((design / "experiment.json").read_text())["controls"]
+    ground_truth = args.out / "regimes"
+    if regimes and args.twins and not (ground_truth / "experiment.json").exists():
+        ex.build_experiment("global-vs-local", args.out / "base.yml", regimes, ground_truth, n_seeds=args.seeds)
     start = time.perf_counter()
-    run_experiment(args.out / "design", workers=args.workers)
-    print(f"runs finished in {time.perf_counter() - start:.0f} s")
-    print(summarise(collect_results(args.out / "design")))
+    if args.stage in ("validation", "all"):
+        ex.run_experiment(design, workers=args.workers, periods=("validation",))
+        choices = choose(args.out, pd.read_csv(design / ("results_validation_ensemble.csv" if args.seeds > 1 else
+                                                          "results_validation.csv"), dtype={"basin": str}))
+        print(f"validation stage finished ({time.perf_counter() - start:.0f} s); choices: "
+              f"{ {f: c['chosen'] for f, c in choices['families'].items()} }")
+        print(tables(design, "validation", controls, "all candidates"))
+    if args.stage in ("test", "all"):
+        choices = json.loads((args.out / "choices.json").read_text())
+        chosen = FIXED_ARMS + [c["chosen"] for c in choices["families"].values()]
+        ex.run_experiment(design, workers=args.workers, periods=("validation", "test"), variants=chosen)
+        report = [tables(design, "test", controls, "final configurations (chosen on validation)")]
+        if (ground_truth / "experiment.json").exists():
+            ex.run_experiment(ground_truth, workers=args.workers)
+            report.append(tables(ground_truth, "test", {}, "ground truth: one pooled model (global) vs one model per "
+                                                           "hidden regime (local)", baseline="global"))
+        print(f"test stage finished ({time.perf_counter() - start:.0f} s)")
+        text = "\n\n".join(report)
+        print(text)
+        (args.out / "summary.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,11 @@ def test_synthetic_example_dates_match_the_documented_generator_call(tmp_path):
     from nh_crossbasin.synth import generate_basins
     nh_crossbasin.register()
     from neuralhydrology.utils.config import Config
-    args = dict(zip(SYNTH_ARGS[::2], SYNTH_ARGS[1::2]))
+    from nh_crossbasin.cli.main import build_parser
+    args = build_parser().parse_args(["synth", *SYNTH_ARGS])
     documented = f"nh-xb synth {' '.join(SYNTH_ARGS)}"
-    summary = generate_basins(tmp_path / "data", n_basins=int(args["--basins"]), n_regimes=int(args["--regimes"]),
-                              years=int(args["--years"]), seed=int(args["--seed"]))
+    summary = generate_basins(tmp_path / "data", n_basins=args.basins, n_regimes=args.regimes, years=args.years,
+                              seed=args.seed, twins=args.twins)
     expected = summary.nh_config_entries()
     for path in CONFIGS:
         if "synthetic" not in path.name:
@@ -48,4 +49,4 @@ def test_synthetic_example_dates_match_the_documented_generator_call(tmp_path):
             assert cfg[key].strftime("%d/%m/%Y") == expected[key], f"{path.name}: {key}"
         assert cfg["static_attributes"] == expected["static_attributes"]
         assert cfg["dynamic_inputs"] == expected["dynamic_inputs"]
-        assert Path(cfg["data_dir"]) == Path(args["--out"])
+        assert Path(cfg["data_dir"]) == Path(args.out)

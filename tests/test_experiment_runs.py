@@ -48,10 +48,11 @@ def test_two_designs_end_to_end(tmp_path, synth_data):
             assert (results.groupby(["basin", "variant"]).size() == 1).all()
             assert set(results["basin"]) == set(synth_data.basins)
         else:
-            assert set(results["variant"]) == {"homogeneous", "influence_global"}
+            assert set(results["variant"]) == {"homogeneous", "uniform_replacement", "influence_global"}
             assert (results.groupby(["variant", "seed"]).size() == len(synth_data.basins)).all()
             ensembles = pd.read_csv(out / "results_ensemble.csv", dtype={"basin": str})
             assert (ensembles["members"] == 2).all() and (ensembles.groupby("variant").size() == 12).all()
+            assert "uniform_replacement" in proc.stdout and "vs control" in proc.stdout
             assert "seed ensembles (mean prediction of 2 seeds)" in proc.stdout
             assert len(list((out / "runs" / "influence_global_seed1").glob("*/influence/influence_epoch001.nc"))) == 1
     # running again skips everything

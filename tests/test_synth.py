@@ -102,7 +102,7 @@ def test_layout_and_file_contents(dataset, attributes, basin_frames):
 
     meta = json.loads((out / "synth_meta.json").read_text())
     assert meta["arguments"] == {"n_basins": N_BASINS, "n_regimes": 2, "years": N_YEARS, "seed": 3,
-                                 "start_date": "1990-01-01"}
+                                 "start_date": "1990-01-01", "twins": False}
     assert meta["dynamic_inputs"] == list(DYNAMIC_INPUTS) and meta["target_variables"] == [TARGET_VARIABLE]
     assert meta["nh_period_dates"]["train_start_date"] == dataset.train_start_date
     assert set(meta["periods"]) == {"train", "validation", "test"}
@@ -254,3 +254,54 @@ def test_regimes_conflict_in_flow_signatures(dataset, attributes, signatures, si
     assert min(abs(s) for s in soil) > 0.2 * target.std()
     assert abs(pooled_coef["soil_depth"]) < 0.5 * min(abs(s) for s in soil)
     assert pooled_r2 < min(fits[k][1] for k in (0, 1)) - 0.1
+
+
+# ------------------------------------------------------------------------------------------------ twin mode
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory) -> SynthSummary:
+    return generate_basins(tmp_path_factory.mktemp("twins") / "data", n_basins=16, n_regimes=2, years=4, seed=5,
+                           twins=True)
+
+
+def test_twins_share_every_input_but_not_their_regime_or_streamflow(twins):
+    attributes = pd.read_csv(twins.out_dir / "attributes" / "attributes.csv", index_col="basin_id")
+    truth = pd.read_csv(twins.out_dir / "ground_truth.csv", index_col="basin_id")
+    assert list(truth["pair"]) == [i // 2 for i in range(16)]
+    for pair, members in truth.groupby("pair"):
+        a, b = members.index
+        assert attributes.loc[a].equals(attributes.loc[b]), "twins must have identical static attributes"
+        assert sorted(members["regime"]) == [0, 1], "twins must be in opposite regimes"
+        with xr.open_dataset(twins.out_dir / "time_series" / f"{a}.nc") as ta, \
+                xr.open_dataset(twins.out_dir / "time_series" / f"{b}.nc") as tb:
+            assert not np.array_equal(ta["precipitation"].values, tb["precipitation"].values)  # own weather
+            flashy, damped = (ta, tb) if members.loc[a, "regime"] == 0 else (tb, ta)
+            # regime 0 is flashy and gaining: higher runoff ratio and a more variable flow than its damped twin
+            assert np.nanmean(flashy["streamflow"]) > np.nanmean(damped["streamflow"])
+            assert np.nanstd(np.diff(flashy["streamflow"])) > np.nanstd(np.diff(damped["streamflow"]))
+    assert (truth["regime"] == 0).sum() == 8
+    assert json.loads((twins.out_dir / "synth_meta.json").read_text())["arguments"]["twins"] is True
+
+
+def test_twin_attributes_do_not_reveal_the_regime(twins):
+    """No attribute separates the regimes: every attribute has exactly the same values in both regimes."""
+    attributes = pd.read_csv(twins.out_dir / "attributes" / "attributes.csv", index_col="basin_id")
+    regime = pd.Series(twins.regimes)
+    for column in attributes:
+        assert sorted(attributes.loc[regime[regime == 0].index, column]) == sorted(
+            attributes.loc[regime[regime == 1].index, column])
+
+
+def test_twin_mode_rejects_odd_sizes_and_other_regime_counts(tmp_path):
+    with pytest.raises(ValueError, match="even number of basins and exactly 2 regimes"):
+        generate_basins(tmp_path / "a", n_basins=15, n_regimes=2, years=2, twins=True)
+    with pytest.raises(ValueError, match="even number of basins and exactly 2 regimes"):
+        generate_basins(tmp_path / "b", n_basins=16, n_regimes=3, years=2, twins=True)
+
+
+def test_classic_mode_is_unchanged_by_the_twin_option(tmp_path):
+    """The default mode draws exactly what it drew before twin mode existed (pinned attribute values)."""
+    summary = generate_basins(tmp_path / "c", n_basins=12, n_regimes=2, years=4, seed=1)
+    attributes = pd.read_csv(summary.out_dir / "attributes" / "attributes.csv", index_col="basin_id")
+    assert attributes.loc["synth_000", "p_mean"] == pytest.approx(3.5568)
+    assert attributes.loc["synth_003", "slope_mean"] == pytest.approx(63.6948)
+    assert "pair" not in pd.read_csv(summary.out_dir / "ground_truth.csv").columns

@@ -13,10 +13,14 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(NAME, help="per-target specialisation of a pooled run")
     parser.add_argument("--run-dir", required=True, help="pooled (trained) NH run directory")
     parser.add_argument("--targets", required=True, help="basin file of the target basins")
-    parser.add_argument("--out", help="output folder (default: RUN_DIR/specialized_<targets file stem>); "
+    parser.add_argument("--out", help="output folder (default: RUN_DIR/specialized_<targets file stem>[_<sampler>]); "
                                       "re-using it resumes")
     parser.add_argument("--clusters", type=int, help="fine-tune per cluster of targets (k-means on influence rows)")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default 1)")
+    parser.add_argument("--sampler", choices=["influence", "uniform", "local"], default="influence",
+                        help="each unit's weights: its influence weights (default), or a control with the same "
+                             "updates: 'uniform' (NH's shuffle over all training basins) or 'local' (the unit's own "
+                             "basins only)")
     parser.add_argument("--refresh-every", type=int, default=1, help="influence refresh interval in epochs")
     parser.add_argument("--learning-rate", type=float, help="fine-tuning learning rate (default: the pooled run's)")
     parser.add_argument("--workers", type=int, default=1, help="concurrent fine-tuning runs (local processes)")
@@ -30,11 +34,12 @@ def run(args: argparse.Namespace) -> None:
     """Specialise, print the summary; exit with status 1 if a unit failed (the others are kept and merged)."""
     from nh_crossbasin.experiments.specialize import specialize
     run_dir = Path(args.run_dir)
-    out = Path(args.out) if args.out else run_dir / f"specialized_{Path(args.targets).stem}"
+    suffix = "" if args.sampler == "influence" else f"_{args.sampler}"
+    out = Path(args.out) if args.out else run_dir / f"specialized_{Path(args.targets).stem}{suffix}"
     summary = specialize(run_dir, Path(args.targets), out, clusters=args.clusters, epochs=args.epochs,
                          refresh_every=args.refresh_every, learning_rate=args.learning_rate, workers=args.workers,
                          ray=args.ray, gpus=args.gpus, gpus_per_task=args.gpus_per_task,
-                         threads_per_task=args.threads_per_task)
+                         threads_per_task=args.threads_per_task, sampler=args.sampler)
     failed = [u for u, s in summary["status"].items() if s == "failed"]
     print(f"{len(summary['units']) - len(failed)} of {len(summary['units'])} units finished; merged results: "
           f"{summary['merged']}")

@@ -11,7 +11,12 @@
   (``..._sized``), so that the amount of added data is equal. All are evaluated on the region of interest;
 - ``single-vs-regional``: one model per basin vs one pooled model;
 - ``homogeneous-vs-heterogeneous``: NH's shuffle vs the influence sampler, globally and with each region as the
-  sampler's region of interest (evaluated on that region).
+  sampler's region of interest (evaluated on that region), each with the control that changes only the weights
+  (``uniform_replacement``: the same weighted draw with uniform weights). With fine-tune epochs ``F``, a pooled run of
+  the base config's ``E`` epochs is the start of three fine-tune arms (run by the experiment runner after the
+  pooled runs): per-cluster specialisation (``specialize_clusters``), the same fine-tune with NH's shuffle
+  (``finetune_uniform``) and with each cluster's own basins only (``finetune_local``); the global arms then train
+  ``E + F`` epochs, so that every arm makes the same number of updates.
 """
 from __future__ import annotations
 
@@ -24,6 +29,12 @@ import pandas as pd
 from nh_crossbasin.experiments.regions import RegionScheme, region_centroids
 
 DESIGNS = ("global-vs-local", "similar-vs-dissimilar", "single-vs-regional", "homogeneous-vs-heterogeneous")
+#: fine-tune arms of homogeneous-vs-heterogeneous: arm -> ``nh-xb specialize --sampler``
+FINETUNE_ARMS = {"specialize_clusters": "influence", "finetune_uniform": "uniform", "finetune_local": "local"}
+#: each variant's control: the arm that differs from it only in the thing under test
+CONTROLS = {"uniform_replacement": "homogeneous", "influence_global": "uniform_replacement",
+            "influence_roi": "uniform_replacement", "specialize_clusters": "finetune_uniform",
+            "finetune_local": "finetune_uniform", "finetune_uniform": "homogeneous"}
 
 
 @dataclass(frozen=True)
@@ -77,19 +88,33 @@ def single_vs_regional(basins: Sequence[str]) -> List[RunSpec]:
 
 
 def homogeneous_vs_heterogeneous(scheme: Optional[RegionScheme], basins: Sequence[str], level: int = 0,
-                                 targets_files: Optional[Dict[str, str]] = None) -> List[RunSpec]:
-    """NH's shuffle vs the influence sampler (global, and one run per region of interest).
+                                 targets_files: Optional[Dict[str, str]] = None, base_epochs: Optional[int] = None,
+                                 finetune_epochs: int = 0,
+                                 extra_variants: Optional[Dict[str, dict]] = None) -> List[RunSpec]:
+    """NH's shuffle vs the influence sampler (global, and one run per region of interest), with their controls.
 
     ``targets_files`` maps each region to the basin file the sampler uses as ``xb_influence_targets_file``
-    (written by the experiment writer).
+    (written by the experiment writer). With ``finetune_epochs`` > 0, the global runs train ``base_epochs +
+    finetune_epochs`` epochs and a ``pooled`` run of ``base_epochs`` is added, the start of the fine-tune arms.
+    ``extra_variants`` adds global influence-sampler runs with other settings (``{variant: config overrides}``, e.g.
+    another ``xb_influence_aggregate``), whose control is ``uniform_replacement`` too.
     """
     basins = tuple(basins)
-    runs = [RunSpec("homogeneous", "homogeneous", "all", basins, basins, {"xb_sampler": "uniform"}),
-            RunSpec("influence_global", "influence_global", "all", basins, basins, {"xb_sampler": "influence"})]
+    longer = {"epochs": int(base_epochs) + int(finetune_epochs)} if finetune_epochs else {}
+    runs = [RunSpec("homogeneous", "homogeneous", "all", basins, basins, {"xb_sampler": "uniform", **longer}),
+            RunSpec("uniform_replacement", "uniform_replacement", "all", basins, basins,
+                    {"xb_sampler": "uniform_replacement", **longer}),
+            RunSpec("influence_global", "influence_global", "all", basins, basins,
+                    {"xb_sampler": "influence", **longer})]
+    for variant, overrides in (extra_variants or {}).items():
+        runs.append(RunSpec(safe_name(variant), variant, "all", basins, basins,
+                            {"xb_sampler": "influence", **longer, **overrides}))
+    if finetune_epochs:
+        runs.append(RunSpec("pooled", "pooled", "all", basins, basins, {"xb_sampler": "uniform"}))
     if scheme is not None:
         for region in scheme.regions(level):
             members = tuple(scheme.members(region, level))
-            overrides = {"xb_sampler": "influence"}
+            overrides = {"xb_sampler": "influence", **longer}
             if targets_files is not None:
                 overrides["xb_influence_targets_file"] = str(targets_files[region])
             runs.append(RunSpec(f"influence_roi_{safe_name(region)}", "influence_roi", region, basins, members,

@@ -7,8 +7,9 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from nh_crossbasin.experiments.designs import (DESIGNS, global_vs_local, homogeneous_vs_heterogeneous,
-                                               safe_name, similar_vs_dissimilar, single_vs_regional)
+from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, FINETUNE_ARMS, global_vs_local,
+                                               homogeneous_vs_heterogeneous, safe_name, similar_vs_dissimilar,
+                                               single_vs_regional)
 from nh_crossbasin.experiments.regions import region_scheme
 from nh_crossbasin.experiments.results import run_metrics
 from nh_crossbasin.experiments.runner import FAILURES, finished_run_dir, run_tasks, write_failures
@@ -19,8 +20,20 @@ BASELINE = {"global-vs-local": "global", "similar-vs-dissimilar": "local", "sing
 
 
 def build_experiment(design: str, base_config: Path, regions: Optional[str], out: Path, n_seeds: int = 1,
-                     level: int = 0, rois: Optional[Sequence[str]] = None, size_control: bool = True) -> List[dict]:
+                     level: int = 0, rois: Optional[Sequence[str]] = None, size_control: bool = True,
+                     finetune_epochs: int = 0, clusters: int = 2, finetune_learning_rate: Optional[float] = None,
+                     finetune_overrides: Optional[dict] = None,
+                     extra_variants: Optional[dict] = None,
+                     extra_finetune_variants: Optional[dict] = None) -> List[dict]:
     """Write the configs, basin files and manifest of ``design`` to ``out`` and return the manifest's runs.
+
+    Parameters
+    ----------
+    finetune_epochs, clusters, finetune_learning_rate, finetune_overrides
+        ``homogeneous-vs-heterogeneous`` only: fine-tune epochs ``F`` of the fine-tune arms (0: none), their number
+        of clusters, learning rate (default: the base schedule's value at its last epoch) and further config keys
+        of every fine-tune; ``extra_variants``: further global influence-sampler variants, ``{variant: overrides}``;
+        ``extra_finetune_variants``: further per-cluster specialisation variants, ``{variant: overrides}``.
 
     Raises
     ------
@@ -58,46 +71,83 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
         if scheme is not None:
             targets = {r: (out / "basins" / f"influence_roi_{safe_name(r)}_eval.txt").resolve()
                        for r in scheme.regions(level)}
-        runs = homogeneous_vs_heterogeneous(scheme, basins, level, targets)
-    return write_experiment(design, runs, base_config, out, seeds, extra={"regions": regions, "level": level})
+        runs = homogeneous_vs_heterogeneous(scheme, basins, level, targets, int(cfg.epochs), finetune_epochs,
+                                            extra_variants)
+    extra = {"regions": regions, "level": level,
+             "controls": dict(CONTROLS, **{v: "uniform_replacement" for v in (extra_variants or {})},
+                              **{v: "finetune_uniform" for v in (extra_finetune_variants or {})})}
+    if finetune_epochs:
+        if design != "homogeneous-vs-heterogeneous":
+            raise ValueError(f"--finetune-epochs applies to homogeneous-vs-heterogeneous only, not {design}.")
+        schedule = cfg.learning_rate if isinstance(cfg.learning_rate, dict) else {0: cfg.learning_rate}
+        last_lr = float(schedule[max(e for e in schedule if e <= int(cfg.epochs))])
+        arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}
+        arms.update({safe_name(v): {"sampler": "influence", "overrides": dict(o)}
+                     for v, o in (extra_finetune_variants or {}).items()})
+        extra["finetune"] = {"epochs": int(finetune_epochs), "clusters": int(clusters),
+                             "learning_rate": float(finetune_learning_rate or last_lr),
+                             "overrides": dict(finetune_overrides or {}), "arms": arms}
+    return write_experiment(design, runs, base_config, out, seeds, extra=extra)
 
 
-def collect_results(out: Path) -> pd.DataFrame:
-    """Tidy table of the finished runs' test metrics on their evaluation basins (one row per run, seed, basin)."""
+def collect_results(out: Path, period: str = "test") -> pd.DataFrame:
+    """Tidy table of the finished runs' metrics on their evaluation basins (one row per run, seed, basin), the
+    merged results of the fine-tune arms included."""
     rows = []
-    for entry, run_dir in _finished_runs(out):
+    for entry, run_dir in _finished_runs(out, period):
         eval_basins = Path(entry["eval_basin_file"]).read_text().split()
-        metrics = run_metrics(run_dir, eval_basins)
+        metrics = run_metrics(run_dir, eval_basins, period)
         rows.append(metrics.assign(run=entry["run"], seed=entry["seed"], variant=entry["variant"],
                                    group=entry["group"], run_dir=str(run_dir)))
     return _tidy(rows)
 
 
-def collect_ensembles(out: Path) -> pd.DataFrame:
+def collect_ensembles(out: Path, period: str = "test") -> pd.DataFrame:
     """Seed ensembles: per run, the mean prediction over its seeds (Kratzert et al. 2019), then NH's metrics on the
     run's evaluation basins (one row per run and basin; ``seed`` is ``"ensemble"``)."""
     from nh_crossbasin.analysis.results import basin_metrics, ensemble_results
     members: dict = {}
-    for entry, run_dir in _finished_runs(out):
+    for entry, run_dir in _finished_runs(out, period):
         members.setdefault(entry["run"], (entry, []))[1].append(run_dir)
     rows = []
     for run, (entry, run_dirs) in members.items():
         eval_basins = set(Path(entry["eval_basin_file"]).read_text().split())
-        metrics = basin_metrics(ensemble_results(run_dirs, evaluate_missing=False), metrics=["NSE", "KGE"],
-                                progress=False)
+        metrics = basin_metrics(ensemble_results(run_dirs, period=period, evaluate_missing=False),
+                                metrics=["NSE", "KGE"], progress=False)
         metrics = metrics[metrics.index.isin(eval_basins)].reset_index()
         rows.append(metrics.assign(run=run, seed="ensemble", variant=entry["variant"], group=entry["group"],
                                    members=len(run_dirs)))
     return _tidy(rows)
 
 
-def _finished_runs(out: Path):
-    """``(manifest entry, run directory)`` of every run of the manifest that has test results."""
+def _finished_runs(out: Path, period: str = "test"):
+    """``(manifest entry, run directory)`` of every run of the manifest, and of every fine-tune arm, that has
+    results of ``period`` (a fine-tune arm's "run directory" is its merged ``specialized`` folder)."""
     manifest = json.loads((Path(out) / MANIFEST).read_text())
     for entry in manifest["runs"]:
-        run_dir = finished_run_dir(Path(entry["run_parent"]))
+        run_dir = finished_run_dir(Path(entry["run_parent"]), period)
         if run_dir is not None:
             yield entry, run_dir
+    for entry in finetune_entries(out, manifest):
+        merged = Path(entry["run_parent"]) / "specialized"
+        if list(merged.glob(f"{period}/model_epoch*/{period}_metrics.csv")):
+            yield entry, merged
+
+
+def finetune_entries(out: Path, manifest: dict) -> List[dict]:
+    """Manifest-like entries of the fine-tune arms: one per arm and seed, starting from that seed's pooled run."""
+    if not manifest.get("finetune"):
+        return []
+    arms = manifest["finetune"]["arms"]
+    chosen = manifest.get("finetune_arms", list(arms))
+    entries = []
+    for pooled in (e for e in manifest["runs"] if e["variant"] == "pooled"):
+        for arm in (a for a in arms if a in chosen):
+            entries.append(dict(pooled, name=f"{arm}_seed{pooled['seed']}", run=arm, variant=arm,
+                                run_parent=str(Path(out) / "finetune" / f"{arm}_seed{pooled['seed']}"),
+                                pooled_run_parent=pooled["run_parent"], sampler=arms[arm]["sampler"],
+                                overrides=arms[arm]["overrides"]))
+    return entries
 
 
 def _tidy(rows: List[pd.DataFrame]) -> pd.DataFrame:
@@ -109,37 +159,95 @@ def _tidy(rows: List[pd.DataFrame]) -> pd.DataFrame:
     return table[first + [c for c in table.columns if c not in first]]
 
 
-def summarise(table: pd.DataFrame, design: str) -> str:
-    """Median/mean NSE per variant and the paired difference to the design's baseline over (basin, seed)."""
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """Write a results table; a different table it would replace (from an earlier invocation, or edited by hand) is
+    kept as ``<name>.previous_N.csv``, so that a re-run never loses what the folder held."""
+    path = Path(path)
+    text = table.to_csv(index=False)
+    if path.exists() and path.read_text() != text:
+        n = 1
+        while path.with_name(f"{path.stem}.previous_{n}.csv").exists():
+            n += 1
+        path.replace(path.with_name(f"{path.stem}.previous_{n}.csv"))
+    path.write_text(text)
+
+
+def summarise(table: pd.DataFrame, design: str, controls: Optional[dict] = None) -> str:
+    """Per variant: median/mean NSE, and the paired difference (over basin and seed) to the design's baseline and
+    to the variant's control."""
+    from nh_crossbasin.experiments.summary import arm_table, format_arm_table
     if table.empty:
         return "no finished runs"
-    baseline = BASELINE[design]
-    wide = table.pivot_table(index=["basin", "seed"], columns="variant", values="NSE", aggfunc="mean")
-    lines = [f"{'variant':28s}{'median NSE':>11s}{'mean NSE':>10s}{'pairs':>7s}{'median dNSE':>13s}"]
-    for variant, group in table.groupby("variant"):
-        diff = (wide[variant] - wide[baseline]).dropna() if baseline in wide else pd.Series(dtype=float)
-        dnse = f"{diff.median():+13.3f}" if variant != baseline and len(diff) else f"{'-':>13s}"
-        lines.append(f"{variant:28s}{group['NSE'].median():11.3f}{group['NSE'].mean():10.3f}{len(diff):7d}{dnse}")
-    return "\n".join(lines)
+    return format_arm_table(arm_table(table, BASELINE[design], controls or CONTROLS, metrics=("NSE", "KGE")))
+
+
+def run_finetune_arms(out: Path, manifest: dict, periods: Sequence[str] = ("test",), **execution) -> List[dict]:
+    """The fine-tune arms of every seed whose pooled run finished (``nh-xb specialize`` with each arm's sampler);
+    finished arms are skipped. Returns one runner-style result per arm and seed."""
+    from nh_crossbasin.experiments.specialize import specialize
+    options = manifest.get("finetune") or {}
+    results = []
+    for entry in finetune_entries(out, manifest):
+        pooled = finished_run_dir(Path(entry["pooled_run_parent"]), periods)
+        if pooled is None:
+            results.append({"name": entry["name"], "status": "failed", "run_dir": None, "seconds": 0.0,
+                            "error": f"its pooled run {entry['pooled_run_parent']} did not finish"})
+            continue
+        try:
+            summary = specialize(pooled, Path(entry["eval_basin_file"]), Path(entry["run_parent"]),
+                                 clusters=options["clusters"], epochs=options["epochs"],
+                                 learning_rate=options["learning_rate"], sampler=entry["sampler"],
+                                 overrides=dict(options.get("overrides") or {}, **entry["overrides"]),
+                                 periods=periods, log=lambda line: None,
+                                 **execution)
+            bad = {u: s for u, s in summary["status"].items() if s == "failed"}
+            status = "failed" if bad else "done"
+            error = f"units failed: {sorted(bad)} (see {Path(entry['run_parent']) / FAILURES})" if bad else ""
+        except Exception as err:  # one arm failing must not stop the others
+            status, error = "failed", f"{type(err).__name__}: {err}"
+        results.append({"name": entry["name"], "status": status, "run_dir": entry["run_parent"], "seconds": 0.0,
+                        "error": error})
+        print(f"{status:>7s}  {entry['name']}")
+    return results
 
 
 def run_experiment(out: Path, workers: int = 1, ray: Optional[str] = None, gpus=None, gpus_per_task: float = 0,
-                   threads_per_task: Optional[int] = None) -> str:
-    """Run every run of the manifest (finished ones are skipped), write ``results.csv`` (and, with several seeds,
-    ``results_ensemble.csv``), return the summary."""
+                   threads_per_task: Optional[int] = None, periods: Sequence[str] = ("test",),
+                   variants: Optional[Sequence[str]] = None) -> str:
+    """Run every run of the manifest (finished ones are skipped), write the results tables, return the summary.
+
+    Parameters
+    ----------
+    periods : sequence of str
+        Periods every run is evaluated on (runs trained before are only evaluated on the periods they lack). The
+        tables are of the last period: ``results.csv`` (and ``results_ensemble.csv`` with several seeds) for
+        ``test``, ``results_<period>.csv`` otherwise.
+    variants : sequence of str, optional
+        Run only these variants (e.g. the configurations chosen on validation, to evaluate them on the test period).
+    """
     out = Path(out)
     manifest = json.loads((out / MANIFEST).read_text())
-    results = run_tasks(tasks_of(manifest["runs"]), workers=workers, ray=ray, gpus=gpus,
+    finetune_arms = list((manifest.get("finetune") or {}).get("arms", {}))
+    chosen = [e for e in manifest["runs"] if variants is None or e["variant"] in variants
+              or (e["variant"] == "pooled" and set(variants) & set(finetune_arms))]
+    results = run_tasks(tasks_of(chosen, periods), workers=workers, ray=ray, gpus=gpus,
                         gpus_per_task=gpus_per_task, threads_per_task=threads_per_task)
+    arms = dict(manifest, runs=chosen)
+    if variants is not None:
+        arms["finetune_arms"] = [v for v in variants if v in finetune_arms]
+    results += run_finetune_arms(out, arms, periods, workers=workers, ray=ray, gpus=gpus,
+                                 gpus_per_task=gpus_per_task, threads_per_task=threads_per_task)
     failed = write_failures(out, results)
-    table = collect_results(out)
-    table.to_csv(out / "results.csv", index=False)
-    text = summarise(table, manifest["design"])
+    period = periods[-1]
+    suffix = "" if period == "test" else f"_{period}"
+    table = collect_results(out, period)
+    write_table(table, out / f"results{suffix}.csv")
+    text = summarise(table, manifest["design"], manifest.get("controls"))
     if len(manifest["seeds"]) > 1:
-        ensembles = collect_ensembles(out)
-        ensembles.to_csv(out / "results_ensemble.csv", index=False)
+        ensembles = collect_ensembles(out, period)
+        write_table(ensembles, out / f"results{suffix}_ensemble.csv")
         text += f"\n\nseed ensembles (mean prediction of {len(manifest['seeds'])} seeds):\n"
-        text += summarise(ensembles, manifest["design"])
+        text += summarise(ensembles, manifest["design"], manifest.get("controls"))
     if failed:
         text += f"\n{len(failed)} runs failed: {[r['name'] for r in failed]} (see {out / FAILURES})"
     return text

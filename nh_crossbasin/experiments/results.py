@@ -37,7 +37,8 @@ def merge_results(parts: Dict[str, tuple], out_dir: Path, epoch: int, period: st
         ``{name: (run_dir, basins)}``: which basins to take from which run (each basin from exactly one run).
     out_dir : Path
         The merged "run" folder; results go to ``out_dir/<period>/model_epoch<epoch>/`` as NH writes them
-        (``<period>_results.p``, ``<period>_metrics.csv``), so NH's and the plugin's analysis read it as one run.
+        (``<period>_results.p``, ``<period>_metrics.csv``) and the first run's ``config.yml`` beside them, so that
+        NH's and the plugin's analysis (``nh-xb compare``) read it as one run. It holds no model weights.
     epoch : int
         Epoch number used in the folder name.
 
@@ -59,6 +60,9 @@ def merge_results(parts: Dict[str, tuple], out_dir: Path, epoch: int, period: st
         metrics.append(run_metrics(run_dir, basins, period))
     folder = Path(out_dir) / period / f"model_epoch{epoch:03d}"
     folder.mkdir(parents=True, exist_ok=True)
+    # the config of the first run (all share targets and clipping), so that analysis reads the folder as one run
+    first_run = Path(next(iter(parts.values()))[0])
+    (Path(out_dir) / "config.yml").write_text((first_run / "config.yml").read_text())
     with open(folder / f"{period}_results.p", "wb") as fp:
         pickle.dump(results, fp)
     pd.concat(metrics, ignore_index=True).set_index("basin").to_csv(folder / f"{period}_metrics.csv")

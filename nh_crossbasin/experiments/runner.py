@@ -20,28 +20,40 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from tqdm import tqdm
 
 ERROR_TAIL = 4000
+PERIODS = ("train", "validation", "test")
 FAILURES = "failures.json"
 
 
 @dataclass(frozen=True)
 class Task:
-    """One NH run: ``mode`` (``train`` or ``finetune``) with ``config``, run directories below ``run_parent``."""
+    """One NH run: ``mode`` (``train``, ``finetune``, or ``evaluate`` for an existing run) with ``config``, run
+    directories below ``run_parent``, evaluated on ``periods``."""
 
     name: str
     mode: str
     config: Path
     run_parent: Path
+    periods: Tuple[str, ...] = ("test",)
 
 
-def finished_run_dir(run_parent: Path, period: str = "test") -> Optional[Path]:
-    """The run directory below ``run_parent`` that has ``period`` metrics, if any (the newest one)."""
-    done = sorted(Path(run_parent).glob(f"*/{period}/model_epoch*/{period}_metrics.csv"))
-    return done[-1].parents[2] if done else None
+def finished_run_dir(run_parent: Path, period: Union[str, Sequence[str]] = "test") -> Optional[Path]:
+    """The newest run directory below ``run_parent`` that has metrics of ``period`` (of every period, for a
+    sequence), if any."""
+    periods = [period] if isinstance(period, str) else list(period)
+    done = sorted(p.parents[2] for p in Path(run_parent).glob(f"*/{periods[0]}/model_epoch*/{periods[0]}_metrics.csv"))
+    done = [d for d in done if all(list(d.glob(f"{q}/model_epoch*/{q}_metrics.csv")) for q in periods)]
+    return done[-1] if done else None
+
+
+def trained_run_dir(run_parent: Path) -> Optional[Path]:
+    """The newest run directory below ``run_parent`` that holds model weights, if any."""
+    trained = sorted(p.parent for p in Path(run_parent).glob("*/model_epoch*.pt"))
+    return trained[-1] if trained else None
 
 
 def execute(task: Task, gpu: Optional[int] = None, threads: Optional[int] = None) -> dict:
@@ -57,16 +69,20 @@ def execute(task: Task, gpu: Optional[int] = None, threads: Optional[int] = None
     """
     start = time.perf_counter()
     result = {"name": task.name, "status": "skipped", "run_dir": None, "seconds": 0.0, "error": ""}
-    done = finished_run_dir(task.run_parent)
+    done = finished_run_dir(task.run_parent, task.periods)
     if done is not None:
         return dict(result, run_dir=str(done))
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, "-m", "nh_crossbasin.experiments.task", task.mode, str(task.config),
-               str(task.run_parent), "--gpu", str(gpu if gpu is not None else -1)]
+    mode = task.mode
+    if mode != "evaluate" and trained_run_dir(task.run_parent) is not None and any(
+            finished_run_dir(task.run_parent, period) is not None for period in PERIODS):
+        mode = "evaluate"  # trained and evaluated on other periods before: evaluate the missing ones only
+    command = [sys.executable, "-m", "nh_crossbasin.experiments.task", mode, str(task.config),
+               str(task.run_parent), "--periods", *task.periods, "--gpu", str(gpu if gpu is not None else -1)]
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    run_dir = finished_run_dir(task.run_parent)
+    run_dir = finished_run_dir(task.run_parent, task.periods)
     if proc.returncode == 0 and run_dir is not None:
         return dict(result, status="done", run_dir=str(run_dir), seconds=time.perf_counter() - start)
     return dict(result, status="failed", seconds=time.perf_counter() - start,

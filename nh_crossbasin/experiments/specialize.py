@@ -7,6 +7,11 @@ unit's targets as ``xb_influence_targets_file`` and no warm-up, so the weights a
 before the first fine-tuning epoch (and refreshed every ``refresh_every`` epochs). Each unit is evaluated on its own
 targets; the results are merged into ``OUT/specialized`` in NH's result format.
 
+Two controls change only the weights (``sampler``), with the same units, fine-tune epochs and updates:
+``uniform`` fine-tunes with NH's shuffle over all training basins (``xb_sampler: uniform``; the weights do not
+depend on the targets, so one model serves every target), ``local`` fine-tunes on each unit's own basins
+(``xb_sampler: targets_replacement``, NH's epoch length).
+
 Layout of ``OUT``: ``units/<unit>/{targets.txt, finetune.yml, runs/<NH run dir>}``, ``specialized/`` (merged
 results and ``specialization.json``), ``failures.json`` with the units that failed in the latest invocation. Re-running the same command resumes:
 finished units are skipped.
@@ -16,7 +21,7 @@ from __future__ import annotations
 import json
 from io import StringIO
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 from ruamel.yaml import YAML
@@ -27,21 +32,23 @@ from nh_crossbasin.experiments.runner import Task, run_tasks, write_failures
 from nh_crossbasin.experiments.writer import write_basin_file, write_text_once
 
 SUMMARY = "specialization.json"
+SAMPLERS = {"influence": "influence", "uniform": "uniform", "local": "targets_replacement"}
 
 
 def cluster_targets(influence_rows: np.ndarray, targets: List[str], n_clusters: int, seed: int = 0) -> Dict[str, List[str]]:
-    """Group targets whose influence rows are alike: k-means (k-means++, seeded) on the rows.
+    """Group targets whose influence rows are alike: k-means (scikit-learn, k-means++, 10 seeded starts) on the rows
+    ``I[t, :]`` (NaN entries as 0).
 
     Returns
     -------
     dict
         ``{"cluster_<k>": [targets]}`` for the non-empty clusters.
     """
-    from nh_crossbasin.analysis.clustering import kmeans
+    from sklearn.cluster import KMeans
     if not 1 <= n_clusters <= len(targets):
         raise ValueError(f"--clusters must be between 1 and the number of targets ({len(targets)}), got {n_clusters}")
     rows = np.nan_to_num(np.asarray(influence_rows, dtype=np.float64))
-    labels = kmeans(rows, n_clusters, seed=seed).labels
+    labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(rows)
     return {f"cluster_{k}": [t for t, label in zip(targets, labels) if label == k] for k in sorted(set(labels))}
 
 
@@ -66,22 +73,28 @@ def plan_units(pooled_run: Path, targets: List[str], clusters: Optional[int], se
 
 
 def finetune_config(pooled_run: Path, unit: str, targets_file: Path, run_parent: Path, module_parts: List[str],
-                    epochs: int, refresh_every: int, learning_rate: Optional[float]) -> dict:
-    """NH finetune config of one unit."""
+                    epochs: int, refresh_every: int, learning_rate: Optional[float], sampler: str = "influence",
+                    overrides: Optional[dict] = None) -> dict:
+    """NH finetune config of one unit (``sampler``: a key of :data:`SAMPLERS`)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {sampler!r}: allowed: {', '.join(SAMPLERS)}")
     cfg = {"base_run_dir": str(Path(pooled_run).resolve()), "experiment_name": f"specialize_{unit}",
            "run_dir": str(run_parent.resolve()), "finetune_modules": list(module_parts), "epochs": int(epochs),
-           "xb_sampler": "influence", "xb_influence_targets_file": str(targets_file.resolve()),
+           "xb_sampler": SAMPLERS[sampler], "xb_influence_targets_file": str(targets_file.resolve()),
            "xb_influence_warmup_epochs": 0, "xb_influence_refresh_every": int(refresh_every),
            "test_basin_file": str(targets_file.resolve()), "validate_every": None, "save_weights_every": 1}
     if learning_rate is not None:
         cfg["learning_rate"] = float(learning_rate)
+    cfg.update(overrides or {})
     return cfg
 
 
 def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Optional[int] = None, epochs: int = 1,
                refresh_every: int = 1, learning_rate: Optional[float] = None, workers: int = 1,
                ray: Optional[str] = None, gpus: Optional[List[int]] = None, gpus_per_task: float = 0,
-               threads_per_task: Optional[int] = None, log: Callable[[str], None] = print) -> dict:
+               threads_per_task: Optional[int] = None, log: Callable[[str], None] = print,
+               sampler: str = "influence", overrides: Optional[dict] = None,
+               periods: Sequence[str] = ("test",)) -> dict:
     """Fine-tune one model per target (or cluster), evaluate each on its targets, merge the results.
 
     Parameters
@@ -96,6 +109,12 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
         Fine-tune per cluster of targets instead of per target.
     epochs, refresh_every, learning_rate
         Fine-tuning epochs, influence refresh interval, and learning rate (default: the pooled run's).
+    sampler : {'influence', 'uniform', 'local'}
+        The unit's weights: its heterogeneous influence weights, or a control (see the module docstring).
+    overrides : dict, optional
+        Further config keys of every fine-tune (e.g. ``xb_influence_temperature``).
+    periods : sequence of str
+        Periods each unit is evaluated on (each merged into ``OUT/specialized``).
     workers, ray, gpus, gpus_per_task, threads_per_task
         Execution, see :func:`nh_crossbasin.experiments.runner.run_tasks`.
 
@@ -116,16 +135,20 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
     if missing or not targets:
         raise ValueError(f"--targets {targets_file}: {len(missing)} of {len(targets)} basins are not training basins "
                          f"of {pooled_run}, e.g. {missing[:5]}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {sampler!r}: allowed: {', '.join(SAMPLERS)}")
     units = plan_units(pooled_run, targets, clusters, int(cfg.seed or 0), out)
+    # uniform weights do not depend on the targets: one fine-tuned model serves every unit
+    run_units = {"all_targets": list(targets)} if sampler == "uniform" else units
     yaml, tasks = YAML(), []
-    for unit, members in units.items():
+    for unit, members in run_units.items():
         folder = out / "units" / unit
         unit_targets = write_basin_file(folder / "targets.txt", members)
         text = StringIO()
         yaml.dump(finetune_config(pooled_run, unit, unit_targets, folder / "runs", type(model).module_parts, epochs,
-                                  refresh_every, learning_rate), text)
+                                  refresh_every, learning_rate, sampler, overrides), text)
         write_text_once(folder / "finetune.yml", text.getvalue())
-        tasks.append(Task(unit, "finetune", folder / "finetune.yml", folder / "runs"))
+        tasks.append(Task(unit, "finetune", folder / "finetune.yml", folder / "runs", tuple(periods)))
     log(f"specialising {len(targets)} targets in {len(units)} units from {pooled_run} (epoch {pooled_epoch})")
     results = run_tasks(tasks, workers=workers, ray=ray, gpus=gpus, gpus_per_task=gpus_per_task,
                         threads_per_task=threads_per_task, log=log)
@@ -133,10 +156,12 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
     write_failures(out, results)
     merged = None
     if finished:
-        merged = merge_results({u: (Path(finished[u]["run_dir"]), units[u]) for u in finished},
-                               out / "specialized", epoch=epochs)
+        for period in periods:
+            merged = merge_results({u: (Path(finished[u]["run_dir"]), run_units[u]) for u in finished},
+                                   out / "specialized", epoch=epochs, period=period)
     summary = {"pooled_run": str(pooled_run), "targets_file": str(targets_file), "epochs": epochs,
-               "clusters": clusters, "units": units, "status": {r["name"]: r["status"] for r in results},
+               "clusters": clusters, "sampler": sampler, "units": units, "run_units": run_units,
+               "status": {r["name"]: r["status"] for r in results},
                "run_dirs": {r["name"]: r["run_dir"] for r in results}, "merged": str(merged) if merged else None}
     (out / "specialized").mkdir(parents=True, exist_ok=True)
     (out / "specialized" / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")

@@ -78,6 +78,6 @@ def write_experiment(design: str, runs: List[RunSpec], base_config: Path, out: P
     return entries
 
 
-def tasks_of(entries: List[dict]) -> List[Task]:
-    """Runner tasks of manifest entries (all NH ``train`` runs)."""
-    return [Task(e["name"], "train", Path(e["config"]), Path(e["run_parent"])) for e in entries]
+def tasks_of(entries: List[dict], periods: Sequence[str] = ("test",)) -> List[Task]:
+    """Runner tasks of manifest entries (all NH ``train`` runs, evaluated on ``periods``)."""
+    return [Task(e["name"], "train", Path(e["config"]), Path(e["run_parent"]), tuple(periods)) for e in entries]

@@ -14,12 +14,14 @@ BASIN_INDEX_KEY = "basin_index"
 
 
 class NSEStarLoss(BaseLoss):
-    """Basin-averaged NSE* (Kratzert et al. 2019, eq. 13) with optional per-basin weights.
+    """NSE* (Kratzert et al. 2019, eq. 13) with a configurable ε and optional per-basin weights.
 
-    Per batch, the scaled squared errors ``(y_hat - y)^2 / (s_b + eps)^2`` are averaged per basin over the basin's
-    valid targets, then over the basins present (weighted by :meth:`set_basin_weights` if set). ``eps`` comes from
-    the config key ``xb_nse_eps`` (default 0.1). Multiple targets and ``target_loss_weights`` work as in NH's
-    ``NSE`` loss.
+    Per batch, the mean over all valid targets of the scaled squared errors ``(y_hat - y)^2 / (s_b + eps)^2``: an
+    unbiased estimate of eq. 13's objective under the training draw, whose expectation does not depend on the batch
+    size (see :mod:`nh_crossbasin.core.nse_star`). With weights (:meth:`set_basin_weights`, e.g. influence weights
+    applied in the loss instead of the draw) each sample's errors are multiplied by its basin's weight. Without
+    weights and with ``xb_nse_eps: 0.1`` it equals NH's ``NSE`` loss exactly. ``eps`` comes from the config key
+    ``xb_nse_eps``. Multiple targets and ``target_loss_weights`` work as in NH's ``NSE`` loss.
 
     The batch must carry ``basin_index`` (each sample's basin); the plugin adds it to every dataset of a config that
     uses the plugin.
@@ -39,7 +41,7 @@ class NSEStarLoss(BaseLoss):
         self._basin_weights: Optional[torch.Tensor] = None
 
     def set_basin_weights(self, weights: Optional[torch.Tensor]) -> None:
-        """Weight each basin's NSE* in the batch mean (None: equal weights).
+        """Multiply each sample's scaled errors by its basin's weight (None: unit weights).
 
         Parameters
         ----------

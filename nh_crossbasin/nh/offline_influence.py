@@ -8,7 +8,9 @@ import torch
 import xarray as xr
 
 import nh_crossbasin
-from nh_crossbasin.nh.influence_sampler import INFLUENCE_DIR, InfluenceSampler, next_free_path
+from nh_crossbasin.config_keys import options
+from nh_crossbasin.nh.influence_meter import InfluenceMeter, add_weights
+from nh_crossbasin.nh.influence_sampler import INFLUENCE_DIR, next_free_path
 from nh_crossbasin.nh.run_dirs import load_trained_model, training_dataset
 
 
@@ -39,7 +41,8 @@ def influence_for_run(run_dir: Path, epoch: Optional[int] = None, overrides: Opt
     Returns
     -------
     tuple
-        The record (see :func:`nh_crossbasin.nh.influence_sampler.influence_dataset`) and the file written.
+        The record (:meth:`~nh_crossbasin.nh.influence_meter.InfluenceMeter.measure` with the weights of
+        :func:`~nh_crossbasin.nh.influence_meter.add_weights`) and the file written.
     """
     from neuralhydrology.training import get_loss_obj
 
@@ -50,10 +53,12 @@ def influence_for_run(run_dir: Path, epoch: Optional[int] = None, overrides: Opt
         cfg.is_continue_training = False
         dataset = training_dataset(cfg, run_dir)
         loss_obj = get_loss_obj(cfg)
-        sampler = InfluenceSampler(cfg, dataset)
+        meter = InfluenceMeter(cfg, dataset)
+        opts = options(cfg)
     device = torch.device(device)
-    record = sampler.measure(model.to(device), loss_obj.to(device), device, epoch,
-                             sampler.opts["xb_influence_lookahead_lr"] or learning_rate_at(cfg, epoch))
+    record = meter.measure(model.to(device), loss_obj.to(device), device, epoch,
+                           opts["xb_influence_lookahead_lr"] or learning_rate_at(cfg, epoch))
+    record = add_weights(record, opts)
     record.attrs["run_dir"] = str(run_dir)
     path = None
     if write:

@@ -1,9 +1,16 @@
 """Per-basin probe gradients of an NH model, and the influence measures computed from them (DESIGN.md §2).
 
-A probe of basin ``b`` is a batch of ``k`` of its training samples, drawn with a seed that depends on the refresh.
-Its loss is the run's own training loss (NSE* with ``loss: xb_nse_star``); its gradient ``g_b`` is taken over all
-trainable parameters or a named subset, optionally count-sketched. Probes run in train mode (cuDNN's RNN backward
-requires it) with every dropout probability set to 0, so that gradients are deterministic.
+Each refresh draws, for every training basin ``b``, two *disjoint* probe batches of ``k`` of its training samples,
+seeded by the run seed and the epoch: a source probe ``S_b`` and a target probe ``T_b``. ``I[t, s]`` compares the
+target probe's gradient of ``t`` with the source probe's gradient of ``s`` for every pair, ``t = s`` included, so a
+probe is never compared with itself and the diagonal is an honest estimate like every other entry. A probe's loss is
+the run's own training loss (NSE* with ``loss: xb_nse_star``); its gradient is taken over all trainable parameters
+or a named subset, optionally count-sketched. Probes run in train mode (cuDNN's RNN backward requires it) with every
+dropout probability set to 0 and without NH's random NaN augmentation, so that they are a function of (seed, epoch).
+
+Fallbacks (logged by the caller): a basin with fewer than ``2k`` training samples gets two disjoint halves of its
+samples; a basin with a single sample has a source probe but no target probe (as a target it keeps uniform weights);
+a basin without samples has neither.
 """
 from __future__ import annotations
 
@@ -74,15 +81,26 @@ def select_parameters(model: nn.Module, names: Optional[Sequence[str]]) -> List[
     return chosen
 
 
-def draw_probes(sample_basin_index: np.ndarray, n_basins: int, probe_size: int, seed: Sequence[int]) -> List[np.ndarray]:
-    """Sample indices of each basin's probe: ``probe_size`` of its samples without replacement (all if fewer).
+@dataclass
+class ProbeDraw:
+    """The probes of one refresh: sample indices per basin (empty arrays where a basin has none)."""
+
+    source: List[np.ndarray]     # S_b, one per training basin
+    target: List[np.ndarray]     # T_b, disjoint from S_b
+    halved: List[int]            # basins with fewer than 2k samples: S_b and T_b are halves of their samples
+    no_target: List[int]         # basins with exactly one sample: a source probe only
+
+
+def draw_probes(sample_basin_index: np.ndarray, n_basins: int, probe_size: int, seed: Sequence[int]) -> ProbeDraw:
+    """Disjoint source and target probes of every basin: ``2k`` of its samples without replacement, the first ``k``
+    the source probe, the others the target probe (halves of its samples when it has fewer than ``2k``).
 
     Parameters
     ----------
     sample_basin_index : np.ndarray
         Basin index of every training sample.
     n_basins : int
-        Number of training basins (basins without samples get an empty probe).
+        Number of training basins (basins without samples get empty probes).
     probe_size : int
         ``k``.
     seed : sequence of int
@@ -91,12 +109,19 @@ def draw_probes(sample_basin_index: np.ndarray, n_basins: int, probe_size: int, 
     rng = np.random.default_rng(list(seed))
     order = np.argsort(sample_basin_index, kind="stable")
     bounds = np.searchsorted(sample_basin_index[order], np.arange(n_basins + 1))
-    probes = []
+    draw = ProbeDraw([], [], [], [])
     for b in range(n_basins):
         members = order[bounds[b]:bounds[b + 1]]
-        take = min(probe_size, len(members))
-        probes.append(np.sort(rng.choice(members, size=take, replace=False)) if take else members)
-    return probes
+        take = min(2 * probe_size, len(members))
+        chosen = rng.choice(members, size=take, replace=False) if take else members
+        n_source = probe_size if take == 2 * probe_size else take - take // 2
+        draw.source.append(np.sort(chosen[:n_source]))
+        draw.target.append(np.sort(chosen[n_source:]))
+        if 0 < len(members) < 2 * probe_size:
+            draw.halved.append(b)
+        if len(members) == 1:
+            draw.no_target.append(b)
+    return draw
 
 
 def batch_to_device(batch: Dict, device: torch.device, dtype: Optional[torch.dtype] = None) -> Dict:
@@ -126,7 +151,7 @@ def nh_loss_fn(loss_obj: nn.Module) -> Callable[[nn.Module, Dict], torch.Tensor]
 
 @dataclass
 class ProbeGradients:
-    """Result of :func:`probe_gradients` (one row per training basin)."""
+    """Result of :func:`probe_gradients` (one row per probe batch)."""
 
     grads: torch.Tensor          # [n_basins, d] (sketched if a sketch was given); NaN rows: no probe / bad gradient
     losses: torch.Tensor         # [n_basins] probe losses (NaN without probe)
@@ -134,10 +159,24 @@ class ProbeGradients:
     probe_sizes: np.ndarray      # [n_basins] samples in each probe
 
 
+@contextmanager
+def without_augmentation(dataset) -> Iterator[None]:
+    """NH's random NaN augmentation (``nan_step_probability``, ``nan_sequence_probability``) off inside the block:
+    NH applies it only to training datasets and draws it from numpy's global RNG, which probes must not touch."""
+    inner = getattr(dataset, "dataset", dataset)
+    was_train = getattr(inner, "is_train", False)
+    inner.is_train = False
+    try:
+        yield
+    finally:
+        inner.is_train = was_train
+
+
 def probe_batches(dataset, probes: Sequence[np.ndarray], device, dtype=None) -> List[Optional[Dict]]:
-    """Collated, device-resident probe batches (None for basins without samples)."""
-    return [batch_to_device(dataset.collate_fn([dataset[int(i)] for i in idx]), device, dtype) if len(idx) else None
-            for idx in probes]
+    """Collated, device-resident probe batches (None for basins without samples), without NaN augmentation."""
+    with without_augmentation(dataset):
+        return [batch_to_device(dataset.collate_fn([dataset[int(i)] for i in idx]), device, dtype) if len(idx)
+                else None for idx in probes]
 
 
 def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optional[Dict]],
@@ -164,17 +203,27 @@ def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optio
             norms[b] = flat.norm()
             grads[b] = sketch(flat) if sketch is not None else flat
             losses[b] = loss.detach()
-    sizes = np.array([0 if batch is None else len(batch["basin_index"]) for batch in batches])
-    return ProbeGradients(grads=grads, losses=losses, norms=norms, probe_sizes=sizes)
+    return ProbeGradients(grads=grads, losses=losses, norms=norms, probe_sizes=_probe_sizes(batches))
 
 
-def lookahead_losses(model: nn.Module, loss_fn: Callable, target_batches: Sequence[Dict],
+def probe_losses(model: nn.Module, loss_fn: Callable, batches: Sequence[Optional[Dict]]) -> torch.Tensor:
+    """The loss of every probe batch (NaN for None), without gradients."""
+    losses = []
+    with probe_mode(model), torch.no_grad():
+        for batch in batches:
+            losses.append(float("nan") if batch is None else float(loss_fn(model, batch)))
+    reference = next(model.parameters())
+    return torch.tensor(losses, dtype=reference.dtype, device=reference.device)
+
+
+def lookahead_losses(model: nn.Module, loss_fn: Callable, target_batches: Sequence[Optional[Dict]],
                      source_grads: torch.Tensor, params: Sequence[Tuple[str, nn.Parameter]],
                      learning_rate: float) -> torch.Tensor:
     """``L_t(θ - η g_s)`` for every target batch ``t`` and source gradient row ``s`` (unsketched gradients).
 
     The parameters are set to ``θ - η g_s`` in place and restored exactly (from a copy) afterwards. Sources whose
-    gradient is not finite give NaN columns. Costs one forward per (target, source) pair.
+    gradient is not finite give NaN columns, targets without a batch NaN rows. Costs one forward per (target,
+    source) pair.
     """
     tensors = [p for _, p in params]
     saved = [p.detach().clone() for p in tensors]
@@ -189,7 +238,8 @@ def lookahead_losses(model: nn.Module, loss_fn: Callable, target_batches: Sequen
                 for p, original, step in zip(tensors, saved, torch.split(source_grads[s], sizes)):
                     p.copy_(original - learning_rate * step.view_as(p))
                 for t, batch in enumerate(target_batches):
-                    stepped[t, s] = loss_fn(model, batch)
+                    if batch is not None:
+                        stepped[t, s] = loss_fn(model, batch)
     finally:
         with torch.no_grad():
             for p, original in zip(tensors, saved):
@@ -197,30 +247,57 @@ def lookahead_losses(model: nn.Module, loss_fn: Callable, target_batches: Sequen
     return stepped
 
 
-def measure_influence(model: nn.Module, loss_fn: Callable, batches: Sequence[Optional[Dict]],
-                      targets: Sequence[int], measure: str, params: Sequence[Tuple[str, nn.Parameter]],
-                      projection_dim: Optional[int] = None, sketch_seed: int = 0,
-                      learning_rate: Optional[float] = None) -> Tuple[torch.Tensor, ProbeGradients]:
-    """Influence of every source basin (all rows of ``batches``) on each target (indices into them).
+@dataclass
+class InfluenceMeasurement:
+    """Result of :func:`measure_influence`."""
 
-    Returns
-    -------
-    influence : torch.Tensor
-        ``[len(targets), n_basins]``.
-    gradients : ProbeGradients
-        The probe gradients, losses and norms of all basins.
+    influence: torch.Tensor      # [n_targets, n_sources]: target probe of t vs source probe of s
+    source: ProbeGradients       # source probes of all basins
+    target: ProbeGradients       # target probes of the target basins (gradient rows empty for ``lookahead``)
+
+
+def measure_influence(model: nn.Module, loss_fn: Callable, source_batches: Sequence[Optional[Dict]],
+                      target_batches: Sequence[Optional[Dict]], measure: str,
+                      params: Sequence[Tuple[str, nn.Parameter]], projection_dim: Optional[int] = None,
+                      sketch_seed: int = 0, learning_rate: Optional[float] = None) -> InfluenceMeasurement:
+    """Influence of every source basin's source probe on each target basin's target probe.
+
+    Parameters
+    ----------
+    model, loss_fn
+        The model and :func:`nh_loss_fn` of the run's loss.
+    source_batches : sequence of dict or None
+        The source probe batch of every training basin (None: the basin has no samples).
+    target_batches : sequence of dict or None
+        The target probe batch of every target basin (None: no target probe; that row is NaN).
+    measure : {'dot', 'cosine', 'lookahead'}
+        See :mod:`nh_crossbasin.core.influence`.
+    params : sequence of (name, parameter)
+        The parameters whose gradients count (:func:`select_parameters`).
+    projection_dim : int, optional
+        Count-sketch dimension (``dot`` and ``cosine``).
+    sketch_seed : int
+        Seed of the count sketch.
+    learning_rate : float, optional
+        Step size η of ``lookahead``.
     """
-    targets = list(targets)
     if measure == "lookahead":
         if learning_rate is None:
             raise ValueError("The lookahead measure needs a learning rate.")
-        gradients = probe_gradients(model, loss_fn, batches, params)
-        target_batches = [batches[t] for t in targets]
-        stepped = lookahead_losses(model, loss_fn, target_batches, gradients.grads, params, learning_rate)
-        return lookahead_from_losses(gradients.losses[targets], stepped), gradients
+        source = probe_gradients(model, loss_fn, source_batches, params)
+        base = probe_losses(model, loss_fn, target_batches)
+        stepped = lookahead_losses(model, loss_fn, target_batches, source.grads, params, learning_rate)
+        target = ProbeGradients(grads=base[:, None] * float("nan"), losses=base, norms=base * float("nan"),
+                                probe_sizes=_probe_sizes(target_batches))
+        return InfluenceMeasurement(lookahead_from_losses(base, stepped), source, target)
     sketch = None
     if projection_dim:
         n_params = sum(p.numel() for _, p in params)
         sketch = CountSketch(n_params, projection_dim, seed=sketch_seed, device=params[0][1].device)
-    gradients = probe_gradients(model, loss_fn, batches, params, sketch)
-    return influence_from_gradients(gradients.grads[targets], gradients.grads, measure), gradients
+    source = probe_gradients(model, loss_fn, source_batches, params, sketch)
+    target = probe_gradients(model, loss_fn, target_batches, params, sketch)
+    return InfluenceMeasurement(influence_from_gradients(target.grads, source.grads, measure), source, target)
+
+
+def _probe_sizes(batches: Sequence[Optional[Dict]]) -> np.ndarray:
+    return np.array([0 if batch is None else len(batch["basin_index"]) for batch in batches])

@@ -33,6 +33,7 @@ STATIC_ATTRIBUTES = ("p_mean", "pet_mean", "aridity", "p_seasonality", "frac_sno
                      "elev_mean", "slope_mean", "soil_depth", "forest_frac", "area")
 META_FILE = "synth_meta.json"
 DATE_FORMAT = "%d/%m/%Y"
+TWIN_CLIMATE_SPREAD = 0.3  # twin mode: one climatic region (latitude, elevation and aridity spreads × 0.3)
 RNG_STREAMS = ("landscape", "weather_parameters", "weather", "forest", "regimes", "transfer_weights",
                "parameter_noise", "observation_errors")
 
@@ -143,18 +144,24 @@ def split_periods(first_day: pd.Timestamp, last_day: pd.Timestamp) -> dict[str, 
             for i, name in enumerate(PERIOD_FRACTIONS)}
 
 
-def sample_landscape(rng: np.random.Generator, n_basins: int) -> pd.DataFrame:
+def sample_landscape(rng: np.random.Generator, n_basins: int, spread: float = 1.0) -> pd.DataFrame:
     """Draw hidden latitude and physiographic attributes (elevation, slope, soil depth, area).
 
     Slope grows with elevation and soil depth shrinks with slope, so the
     attributes are correlated as in real data sets; area is a pure distractor.
+    ``spread`` < 1 narrows latitude (around 40 °N) and elevation (around 450 m, in log space): one climatic region.
     """
     elevation = np.clip(np.exp(rng.normal(np.log(450.0), 0.9, n_basins)), 10.0, 3200.0)
+    if spread != 1.0:
+        elevation = np.exp(np.log(450.0) + spread * (np.log(elevation) - np.log(450.0)))
     slope = np.clip(np.exp(rng.normal(np.log(25.0) + 0.5 * np.log(elevation / 450.0), 0.6)), 1.0, 250.0)
     slope_z = (np.log(slope) - np.log(25.0)) / 0.8
     soil_depth = np.clip(1.25 - 0.25 * slope_z + rng.normal(0.0, 0.5, n_basins), 0.3, 2.5)
+    latitude = rng.uniform(30.0, 50.0, n_basins)
+    if spread != 1.0:
+        latitude = 40.0 + spread * (latitude - 40.0)
     return pd.DataFrame({
-        "latitude": rng.uniform(30.0, 50.0, n_basins),
+        "latitude": latitude,
         "elev_mean": elevation,
         "slope_mean": slope,
         "soil_depth": soil_depth,
@@ -197,9 +204,30 @@ def _write_time_series(path: Path, basin: str, dates: pd.DatetimeIndex, series: 
     dataset.to_netcdf(path, engine="scipy", format="NETCDF3_64BIT", encoding=encoding)
 
 
+def twin_layout(n_basins: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pair index and regime of each basin in twin mode: basins ``2k`` and ``2k+1`` form pair ``k`` and get opposite
+    regimes, which of the two is regime 0 drawn at random per pair."""
+    pair = np.arange(n_basins) // 2
+    first = rng.integers(0, 2, n_basins // 2)
+    regimes = np.where(np.arange(n_basins) % 2 == 0, first[pair], 1 - first[pair])
+    return pair, regimes
+
+
 def generate_basins(out_dir, n_basins: int = 100, n_regimes: int = 2, years: int = 20, seed: int = 0,
-                    start_date: str = "1990-01-01", overwrite: bool = False) -> SynthSummary:
+                    start_date: str = "1990-01-01", overwrite: bool = False, twins: bool = False,
+                    twin_contrast: float = 1.0) -> SynthSummary:
     """Generate synthetic CAMELS-like basins whose attribute-to-parameter mapping depends on a hidden regime.
+
+    Classic mode: each basin has its own attributes and climate; regime 1 negates regime 0's attribute weights, so
+    the regimes conflict, but an LSTM that sees the attributes can still tell every training basin apart.
+
+    Twin mode (``twins=True``): the basins of one climatic region (latitude, elevation and aridity spreads narrowed
+    by :data:`TWIN_CLIMATE_SPREAD`) come in pairs (``synth_000``/``synth_001``, ...) that share *identical* static
+    attributes, climate parameters and parameter noise, each with its own independent weather, and belong to
+    opposite regimes set by hidden geology: regime 0 flashy and gaining groundwater from beyond its divide, regime 1
+    damped and losing it (:data:`hydrology.TWIN_REGIME_OFFSETS`, :data:`hydrology.TWIN_EXCHANGE`). No model input
+    tells the twins' regimes apart, so one pooled model must average two responses for the same inputs: pooling
+    truly hurts, and regime-wise training is the ground truth an influence method can find.
 
     Parameters
     ----------
@@ -217,6 +245,10 @@ def generate_basins(out_dir, n_basins: int = 100, n_regimes: int = 2, years: int
         First day of the record (ISO format).
     overwrite : bool
         Allow a non-empty ``out_dir``; only files written by this generator are replaced.
+    twins : bool
+        Twin mode (see above); needs an even ``n_basins`` and ``n_regimes == 2``.
+    twin_contrast : float
+        Twin mode: factor on the regime offsets (0: the twins' regimes behave alike; 1: the reference contrast).
 
     Returns
     -------
@@ -232,6 +264,9 @@ def generate_basins(out_dir, n_basins: int = 100, n_regimes: int = 2, years: int
     started = time.perf_counter()
     if n_basins < 1 or n_regimes < 1 or years < 1 or n_regimes > n_basins:
         raise ValueError(f"Need n_basins >= n_regimes >= 1 and years >= 1, got {n_basins=}, {n_regimes=}, {years=}")
+    if twins and (n_regimes != 2 or n_basins % 2):
+        raise ValueError(f"Twin mode needs an even number of basins and exactly 2 regimes, got {n_basins=}, "
+                         f"{n_regimes=}")
     out_dir = Path(out_dir)
     _check_output_dir(out_dir, overwrite)
     rngs = dict(zip(RNG_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(
@@ -244,22 +279,42 @@ def generate_basins(out_dir, n_basins: int = 100, n_regimes: int = 2, years: int
     dates = all_dates[record]
 
     basins = basin_ids(n_basins)
-    landscape = sample_landscape(rngs["landscape"], n_basins)
-    weather_params = weather.sample_weather_parameters(rngs["weather_parameters"],
-                                                       landscape["latitude"].to_numpy(),
-                                                       landscape["elev_mean"].to_numpy())
+    if twins:
+        pair, regimes = twin_layout(n_basins, rngs["regimes"])
+        n_draws = n_basins // 2
+    else:
+        pair, n_draws = np.arange(n_basins), n_basins
+    first = np.unique(pair, return_index=True)[1]  # the first basin of each pair (every basin in classic mode)
+    spread = TWIN_CLIMATE_SPREAD if twins else 1.0
+    landscape = sample_landscape(rngs["landscape"], n_draws, spread).iloc[pair].reset_index(drop=True)
+    drawn_weather = weather.sample_weather_parameters(rngs["weather_parameters"],
+                                                      landscape["latitude"].to_numpy()[first],
+                                                      landscape["elev_mean"].to_numpy()[first], spread)
+    weather_params = weather.WeatherParameters(**{k: np.asarray(v)[pair] for k, v in vars(drawn_weather).items()})
     forcings = weather.generate_weather(weather_params, all_dates, rngs["weather"])
     climate = weather.climate_attributes(*(forcings[name][record] for name in DYNAMIC_INPUTS), dates)
-    landscape["forest_frac"] = sample_forest_fraction(rngs["forest"], climate["aridity"])
+    if twins:  # the twins' attributes are identical: the climate indices of the pair's two weather series, averaged
+        climate = {k: pd.Series(v).groupby(pair).transform("mean").to_numpy() for k, v in climate.items()}
+    landscape["forest_frac"] = sample_forest_fraction(rngs["forest"], climate["aridity"][first])[pair]
     physiography = {name: landscape[name].to_numpy() for name in landscape.columns if name != "latitude"}
     attributes = pd.DataFrame({**climate, **physiography}, index=pd.Index(basins, name="basin_id"))
     attributes = attributes[list(STATIC_ATTRIBUTES)]
 
-    regimes = assign_regimes(n_basins, n_regimes, rngs["regimes"])
-    weights = hydrology.regime_transfer_weights(n_regimes, rngs["transfer_weights"])
-    parameters = hydrology.parameters_from_attributes(attributes, regimes, weights, rngs["parameter_noise"])
+    if twins:
+        weights = hydrology.regime_transfer_weights(1, rngs["transfer_weights"]) * 2  # shared attribute weights
+        parameters = hydrology.parameters_from_attributes(attributes, regimes, weights, rngs["parameter_noise"],
+                                                          noise_group=pair,
+                                                          regime_offsets={k: v * twin_contrast for k, v in
+                                                                          hydrology.TWIN_REGIME_OFFSETS.items()})
+    else:
+        regimes = assign_regimes(n_basins, n_regimes, rngs["regimes"])
+        weights = hydrology.regime_transfer_weights(n_regimes, rngs["transfer_weights"])
+        parameters = hydrology.parameters_from_attributes(attributes, regimes, weights, rngs["parameter_noise"])
     simulated = hydrology.simulate_streamflow(*(forcings[name] for name in DYNAMIC_INPUTS), parameters)
-    observed = hydrology.add_observation_errors(simulated["streamflow"][record], rngs["observation_errors"])
+    streamflow = simulated["streamflow"][record]
+    if twins:  # intercatchment groundwater exchange: regime 0 gains, regime 1 loses
+        streamflow = streamflow * (1.0 + twin_contrast * hydrology.TWIN_EXCHANGE * np.where(regimes == 0, 1.0, -1.0))
+    observed = hydrology.add_observation_errors(streamflow, rngs["observation_errors"])
 
     # ----- write files
     (out_dir / "time_series").mkdir(parents=True, exist_ok=True)
@@ -279,7 +334,8 @@ def generate_basins(out_dir, n_basins: int = 100, n_regimes: int = 2, years: int
             "".join(f"{b}\n" for b, r in zip(basins, regimes) if r == regime))
         written.append(f"basins_regime_{regime}.txt")
 
-    truth = pd.DataFrame({"regime": regimes, "latitude": landscape["latitude"].to_numpy(),
+    truth = pd.DataFrame({"regime": regimes, **({"pair": pair} if twins else {}),
+                          "latitude": landscape["latitude"].to_numpy(),
                           **{name: parameters[name] for name in hydrology.PARAMETER_NAMES}},
                          index=pd.Index(basins, name="basin_id"))
     truth.to_csv(out_dir / "ground_truth.csv", float_format="%.6g", lineterminator="\n")
@@ -291,7 +347,8 @@ def generate_basins(out_dir, n_basins: int = 100, n_regimes: int = 2, years: int
     meta = {
         "generator": "nh_crossbasin.synth", "version": SYNTH_VERSION,
         "arguments": {"n_basins": n_basins, "n_regimes": n_regimes, "years": years, "seed": seed,
-                      "start_date": first_day.strftime("%Y-%m-%d")},
+                      "start_date": first_day.strftime("%Y-%m-%d"), "twins": bool(twins),
+                      **({"twin_contrast": float(twin_contrast)} if twins else {})},
         "periods": {name: [a.strftime("%Y-%m-%d"), b.strftime("%Y-%m-%d")] for name, (a, b) in periods.items()},
         "nh_period_dates": period_strings,
         "dynamic_inputs": list(DYNAMIC_INPUTS), "target_variables": [TARGET_VARIABLE],
@@ -300,6 +357,8 @@ def generate_basins(out_dir, n_basins: int = 100, n_regimes: int = 2, years: int
         "key_attribute": hydrology.KEY_ATTRIBUTE,
         "transfer_attributes": {k: list(v) for k, v in hydrology.TRANSFER_ATTRIBUTES.items()},
         "transfer_weights": weights, "spinup_years": SPINUP_YEARS,
+        "twin_regime_offsets": {k: v * twin_contrast for k, v in hydrology.TWIN_REGIME_OFFSETS.items()}
+        if twins else None,
         "files": written,
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

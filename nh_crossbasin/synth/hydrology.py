@@ -78,6 +78,21 @@ TRANSFER_FUNCTIONS: dict[str, TransferFunction] = {
 }
 PARAMETER_NAMES: tuple[str, ...] = tuple(TRANSFER_FUNCTIONS)
 
+#: Twin mode: logit offsets of regime 0 (a flashy response: small soil store, fast reservoirs, little
+#: percolation); regime 1 takes the negated offsets (a damped, baseflow-dominated response). Both regimes share the
+#: reference attribute weights, so the two basins of a twin pair (same attributes, same parameter noise) differ by
+#: these offsets alone, whatever their attributes.
+TWIN_REGIME_OFFSETS: dict[str, float] = {
+    "field_capacity_mm": -1.2,
+    "beta": -0.8,
+    "k_fast_per_day": 1.2,
+    "k_slow_per_day": 1.0,
+    "max_percolation_mm": -1.0,
+}
+#: Twin mode: intercatchment groundwater exchange. Regime 0 basins gain water from beyond their topographic divide,
+#: regime 1 basins lose it: streamflow is scaled by ``1 + TWIN_EXCHANGE`` (regime 0) or ``1 - TWIN_EXCHANGE``.
+TWIN_EXCHANGE = 0.3
+
 
 def standardize_transfer_attributes(attributes: pd.DataFrame) -> dict[str, np.ndarray]:
     """Standardise the attributes used by the transfer functions with fixed reference constants.
@@ -138,7 +153,8 @@ def regime_transfer_weights(n_regimes: int, rng: np.random.Generator) -> list[di
 
 def parameters_from_attributes(attributes: pd.DataFrame, regimes: np.ndarray,
                                weights: list[dict[str, dict[str, float]]],
-                               rng: np.random.Generator) -> dict[str, np.ndarray]:
+                               rng: np.random.Generator, noise_group: np.ndarray | None = None,
+                               regime_offsets: dict[str, float] | None = None) -> dict[str, np.ndarray]:
     """Evaluate the regime-dependent transfer functions for every basin.
 
     Parameters
@@ -151,6 +167,12 @@ def parameters_from_attributes(attributes: pd.DataFrame, regimes: np.ndarray,
         Output of :func:`regime_transfer_weights`.
     rng : numpy.random.Generator
         Random generator for per-basin parameter noise (heterogeneity not explained by attributes).
+    noise_group : numpy.ndarray, optional
+        Integer group of each basin (``[n_basins]``, groups ``0..G-1``): basins of one group share their parameter
+        noise (twin pairs). Default: every basin draws its own.
+    regime_offsets : dict[str, float], optional
+        Logit offset per parameter added for regime 0 and subtracted for regime 1 (twin mode,
+        :data:`TWIN_REGIME_OFFSETS`).
 
     Returns
     -------
@@ -159,12 +181,17 @@ def parameters_from_attributes(attributes: pd.DataFrame, regimes: np.ndarray,
     """
     z = standardize_transfer_attributes(attributes)
     n_basins = len(regimes)
+    group = np.arange(n_basins) if noise_group is None else np.asarray(noise_group)
+    n_groups = int(group.max()) + 1
+    sign = np.where(np.asarray(regimes) == 0, 1.0, -1.0)
     parameters = {}
     for name, transfer in TRANSFER_FUNCTIONS.items():
-        logit = np.full(n_basins, transfer.intercept) + rng.normal(0.0, transfer.noise_std, n_basins)
+        logit = np.full(n_basins, transfer.intercept) + rng.normal(0.0, transfer.noise_std, n_groups)[group]
         for attribute in TRANSFER_ATTRIBUTES:
             basin_weights = np.array([weights[r][name][attribute] for r in regimes])
             logit += basin_weights * z[attribute]
+        if regime_offsets:
+            logit += sign * regime_offsets.get(name, 0.0)
         parameters[name] = transfer.evaluate(logit)
     return parameters
 

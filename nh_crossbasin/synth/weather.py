@@ -116,7 +116,7 @@ def seasonal_cycle(day_of_year: np.ndarray, peak_doy: np.ndarray) -> np.ndarray:
 
 
 def sample_weather_parameters(rng: np.random.Generator, latitude_deg: np.ndarray,
-                              elevation_m: np.ndarray) -> WeatherParameters:
+                              elevation_m: np.ndarray, spread: float = 1.0) -> WeatherParameters:
     """Draw weather-generator parameters for basins at given latitudes and elevations.
 
     Mean temperature decreases with latitude and elevation (lapse rate), the
@@ -130,6 +130,8 @@ def sample_weather_parameters(rng: np.random.Generator, latitude_deg: np.ndarray
         Random generator used for all draws.
     latitude_deg, elevation_m : numpy.ndarray
         Basin latitude and mean elevation, shape ``[n_basins]``.
+    spread : float
+        Factor on the spread of the aridity index in log space (< 1: one climatic region).
 
     Returns
     -------
@@ -144,7 +146,7 @@ def sample_weather_parameters(rng: np.random.Generator, latitude_deg: np.ndarray
     day_of_year = np.arange(1, 366)
     clim_temp = temp_mean + temp_amplitude * seasonal_cycle(day_of_year, np.full(n_basins, TEMPERATURE_PEAK_DOY))
     clim_pet = oudin_pet(clim_temp, extraterrestrial_radiation(latitude_deg, day_of_year)).mean(axis=0)
-    aridity_target = np.clip(np.exp(rng.normal(np.log(0.8), 0.35, n_basins)), 0.3, 1.45)
+    aridity_target = np.clip(np.exp(rng.normal(np.log(0.8), 0.35 * spread, n_basins)), 0.3, 1.45)
     precip_mean = np.clip(clim_pet / aridity_target, 0.8, 9.0)
 
     return WeatherParameters(
