@@ -117,7 +117,7 @@ def variants(args) -> tuple:
 
 
 def write_once(path: Path, text: str) -> None:
-    from nh_crossbasin.experiments.writer import write_text_once
+    from nh_crossbasin.files import write_text_once
     try:
         write_text_once(path, text)
     except FileExistsError:

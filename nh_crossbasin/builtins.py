@@ -22,10 +22,11 @@ def register_builtins() -> None:
     from nh_crossbasin.nh.samplers import UniformSampler
     from nh_crossbasin.nh.weighted_draw import TargetsReplacementSampler, UniformReplacementSampler
     from nh_crossbasin.nh.datasets.pooled import PooledDataset
+    from nh_crossbasin.nh.degenerate import DEGENERATE_KEY
     from nh_crossbasin.nh.datasets.pooled_sources import POOLED_DATASET, POOLED_KEYS
     from neuralhydrology.datasetzoo import register_dataset
 
-    for key in CORE_KEYS + INFLUENCE_KEYS + POOLED_KEYS:
+    for key in CORE_KEYS + INFLUENCE_KEYS + POOLED_KEYS + (DEGENERATE_KEY,):
         register_config_key(key, overwrite=True)
     register_loss("xb_nse_star", NSEStarLoss, overwrite=True)
     register_sampler("uniform", UniformSampler, overwrite=True)

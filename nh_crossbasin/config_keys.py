@@ -148,7 +148,7 @@ def validate(cfg_dict: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(value.lower(), registry.names(), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"Config key '{registry.config_key}': '{value}' is not an nh-crossbasin {registry.kind}."
-                             f" Plugin {registry.kind}s: {', '.join(registry.names())} (NH's own {registry.kind}s "
+                             f" Plugin {registry.plural}: {', '.join(registry.names())} (NH's own {registry.plural} "
                              f"are allowed too).{hint}")
 
 

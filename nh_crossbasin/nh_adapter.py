@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -126,7 +126,27 @@ def _get_dataset(*args, **kwargs):
             cfg.as_dict()["loss"] = plugin_loss
     else:
         dataset = get_dataset(*args, **kwargs)
-    return BasinIndexedDataset(dataset)
+    is_train = kwargs["is_train"] if "is_train" in kwargs else (len(args) > 1 and bool(args[1]))
+    if not is_train:
+        return BasinIndexedDataset(dataset)
+    from nh_crossbasin.nh.degenerate import find_degenerate_basins, report_degenerate_basins
+    degenerate = find_degenerate_basins(dataset.basins, *sample_targets(dataset))
+    report_degenerate_basins(degenerate, config_keys.options(cfg)["xb_degenerate_basins"], cfg.run_dir)
+    return BasinIndexedDataset(dataset, exclude=set(degenerate.index))
+
+
+def sample_targets(dataset) -> Tuple[np.ndarray, np.ndarray]:
+    """``(basin of every sample, its last target value(s))`` of an NH dataset (``lookup_table`` and the loaded,
+    normalised targets of NH 1.13's ``BaseDataset``)."""
+    lookup = dataset.lookup_table
+    freq = dataset.frequencies[0]
+    basins = np.array([lookup[i][0] for i in range(len(lookup))], dtype=object)
+    ends = np.fromiter((lookup[i][1][0] for i in range(len(lookup))), dtype=np.int64, count=len(lookup))
+    targets = np.full((len(lookup), len(dataset.cfg.target_variables)), np.nan)
+    for basin in np.unique(basins) if len(basins) else []:
+        rows = basins == basin
+        targets[rows] = dataset._y[basin][freq].numpy()[ends[rows]]
+    return basins, targets
 
 
 def _make_trainer(cfg):
@@ -163,20 +183,27 @@ class BasinIndexedDataset(torch.utils.data.Dataset):
     ----------
     dataset : neuralhydrology.datasetzoo.basedataset.BaseDataset
         The dataset NH built.
+    exclude : set of str, optional
+        Basins whose samples are left out (degenerate training basins); they stay in ``basins`` with no samples.
     """
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, exclude: Optional[set] = None):
         self.dataset = dataset
         self.basin_to_index = {basin: i for i, basin in enumerate(dataset.basins)}
         lookup = dataset.lookup_table
-        self.sample_basin_index = np.fromiter((self.basin_to_index[lookup[i][0]] for i in range(len(dataset))),
-                                              dtype=np.int64, count=len(dataset))
+        basin_index = np.fromiter((self.basin_to_index[lookup[i][0]] for i in range(len(dataset))),
+                                  dtype=np.int64, count=len(dataset))
+        keep = np.ones(len(dataset), dtype=bool)
+        for basin in exclude or ():
+            keep &= basin_index != self.basin_to_index[basin]
+        self._items = np.flatnonzero(keep)
+        self.sample_basin_index = basin_index[self._items]
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self._items)
 
     def __getitem__(self, item: int) -> dict:
-        sample = self.dataset[item]
+        sample = self.dataset[int(self._items[item])]
         sample[BASIN_INDEX_KEY] = torch.tensor(self.sample_basin_index[item])
         return sample
 

@@ -34,6 +34,11 @@ class Registry:
         self._base_class = base_class
         self._classes: Dict[str, type] = {}
 
+    @property
+    def plural(self) -> str:
+        """``kind`` in the plural (``models``, ``losses``, ``samplers``), for messages."""
+        return self.kind + ("es" if self.kind.endswith("s") else "s")
+
     def register(self, key: str, new_class: Type, overwrite: bool = False) -> None:
         """Add a class under ``key``.
 

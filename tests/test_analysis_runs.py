@@ -122,14 +122,16 @@ def test_compare_command_prints_the_table_and_writes_figures(runs, synth_data, t
     written = comparison[comparison["b"] == "NSE*"].reset_index(drop=True)
     np.testing.assert_allclose(written["p_wilcoxon"], expected["p_wilcoxon"], rtol=1e-9)
     np.testing.assert_allclose(written["cohens_d"], expected["cohens_d"], rtol=1e-9)
-    with pytest.raises(SystemExit, match="--overwrite"):  # a second compare into the same folder is refused
+    with pytest.raises(SystemExit) as refused:  # a second compare into the same folder is refused
         main([str(arg) for arg in args[1:]])
+    assert refused.value.code == 2 and "--overwrite" in capsys.readouterr().err
 
 
 def test_compare_console_script_help_and_usage_errors(runs, tmp_path):
     usage = run_cli(["nh-xb", "compare", "--help"], cwd=tmp_path)
     assert "seed ensemble" in usage.stdout and "--region-column" in usage.stdout
     alone = run_cli(["nh-xb", "compare", runs["nh_seed1"]], cwd=tmp_path, check=False)
-    assert alone.returncode != 0 and "at least two runs" in alone.stderr
+    assert alone.returncode == 2 and "at least two runs" in alone.stderr
     missing = run_cli(["nh-xb", "compare", runs["nh_seed1"], tmp_path / "nothing"], cwd=tmp_path, check=False)
-    assert missing.returncode != 0 and "names no NH run directory" in missing.stderr
+    assert missing.returncode == 2 and "names no NH run directory" in missing.stderr
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1

@@ -101,6 +101,10 @@ def test_specialize_resumes_after_a_killed_run(tmp_path, pooled):
     for unit in summary["units"]:  # each unit sampled by its own target's weights, measured before epoch 1
         finished = [p for p in (out / "units" / unit / "runs").iterdir() if (p / "test").exists()]
         assert len(finished) == 1 and (finished[0] / "influence" / "influence_epoch001.nc").exists()
+    # the merged results are one run for the analysis: `nh-xb compare POOLED OUT/specialized` works
+    compared = run_cli(["nh-xb", "compare", run_dir, out / "specialized", "--out", tmp_path / "compare",
+                        "--metrics", "NSE"], cwd=tmp_path)
+    assert "(B) vs" in compared.stdout and (tmp_path / "compare" / "comparison.csv").is_file()
 
 
 def test_ray_with_two_workers_equals_a_serial_run(tmp_path, pooled):

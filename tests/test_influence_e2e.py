@@ -107,3 +107,24 @@ def test_influence_sampler_with_fused_ealstm_and_lookahead(tmp_path, synth_data)
     with xr.open_dataset(run_dir / "influence" / "influence_epoch002.nc") as record:
         assert record.attrs["measure"] == "lookahead" and record.sizes["target"] == 6
         assert np.isfinite(record["influence"].values).all()
+
+
+def test_continued_twice_equals_straight_and_finds_the_record_through_the_chain(tmp_path, synth_data):
+    """4 epochs straight == 2 + 1 + 1 with continue_training (dropout 0, CPU): bit-identical weights, the same
+    influence record, and the continue of a continue resumes with the first run's record (refresh every 3 epochs
+    after 1 warm-up epoch: refreshes before epochs 2 and 5 only)."""
+    cfg = synth_config(synth_data, tmp_path, **dict(INFLUENCE, epochs=4), xb_influence_refresh_every=3)
+    straight = _train(tmp_path, "straight", cfg)
+    first = _train(tmp_path, "first", dict(cfg, epochs=2))
+    one_more = write_yaml(tmp_path / "one_more.yml", {"epochs": 1})
+    run_cli(["nh-run", "continue_training", "--run-dir", first, "--config-file", one_more], cwd=tmp_path)
+    second = first / "continue_training_from_epoch002"
+    run_cli(["nh-run", "continue_training", "--run-dir", second, "--config-file", one_more], cwd=tmp_path)
+    third = second / "continue_training_from_epoch003"
+    log = (third / "output.log").read_text()
+    assert f"sampling with the influence weights of {first / 'influence' / 'influence_epoch002.nc'}" in log
+    assert not (second / "influence").exists() and not (third / "influence").exists()  # no off-schedule refresh
+    assert _same_state(_state(straight, 4), _state(third, 4)), "2 + 1 + 1 epochs differ from 4 straight"
+    with xr.open_dataset(straight / "influence" / "influence_epoch002.nc") as a, \
+            xr.open_dataset(first / "influence" / "influence_epoch002.nc") as b:
+        assert np.array_equal(a["weights"].values, b["weights"].values)

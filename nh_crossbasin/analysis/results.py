@@ -221,8 +221,9 @@ def load_run(run_dir: RunLike, period: str = "test", epoch: Optional[int] = None
     if path is None:
         if not evaluate_missing:
             raise FileNotFoundError(f"{run_dir} has no {period} results for epoch {epoch or 'last'}; run "
-                                    f"`nh-run evaluate --run-dir {run_dir} --period {period}` or pass "
-                                    f"evaluate_missing=True.")
+                                    f"`nh-run evaluate --run-dir {run_dir} --period {period}` first (or let the "
+                                    f"analysis evaluate it: `nh-xb compare` without --no-evaluate, or "
+                                    f"evaluate_missing=True in Python).")
         path = evaluate_run(run_dir, period, epoch, gpu)
     with path.open("rb") as fp:
         results = pickle.load(fp)

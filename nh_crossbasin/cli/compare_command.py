@@ -46,8 +46,8 @@ def expand_run(spec: str) -> List[Path]:
         dirs += [Path(m) for m in matches]
     missing = [str(d) for d in dirs if not (d / "config.yml").is_file()]
     if not dirs or missing:
-        raise SystemExit(f"nh-xb compare: '{spec}' names no NH run directory" +
-                         (f" ({', '.join(missing)} has no config.yml)" if missing else ""))
+        raise FileNotFoundError(f"'{spec}' names no NH run directory" +
+                                (f" ({', '.join(missing)} has no config.yml)" if missing else ""))
     return dirs
 
 
@@ -55,13 +55,13 @@ def _attributes(args, first_run: Path):
     from nh_crossbasin.analysis import load_attribute_table, run_attributes
     if args.attributes:
         if not Path(args.attributes).is_file():
-            raise SystemExit(f"nh-xb compare: attribute file {args.attributes} not found")
+            raise FileNotFoundError(f"--attributes: file {args.attributes} not found")
         return load_attribute_table(args.attributes)
     try:
         return run_attributes(first_run)
     except (NotImplementedError, FileNotFoundError, ValueError) as err:
         if args.region_column:
-            raise SystemExit(f"nh-xb compare: --region-column needs attributes: {err}")
+            raise ValueError(f"--region-column needs attributes: {err}") from err
         print(f"(no basin attributes: {err}; no maps)")
         return None
 
@@ -69,10 +69,10 @@ def _attributes(args, first_run: Path):
 def run(args: argparse.Namespace) -> None:
     """Compare the runs, print the tables and write the figures."""
     if len(args.runs) < 2:
-        raise SystemExit("nh-xb compare: give at least two runs (A and B)")
+        raise ValueError("give at least two runs (A and B)")
     specs = [expand_run(spec) for spec in args.runs]
     if args.names and len(args.names) != len(specs):
-        raise SystemExit(f"nh-xb compare: {len(args.names)} --names for {len(specs)} runs")
+        raise ValueError(f"{len(args.names)} --names for {len(specs)} runs")
     out_dir = Path(args.out) if args.out else specs[0][0].resolve().parent / time.strftime("xb_compare_%Y%m%d_%H%M%S")
 
     from nh_crossbasin.analysis import DEFAULT_METRICS, compare_runs, coordinates, format_comparison, region_labels
@@ -84,21 +84,16 @@ def run(args: argparse.Namespace) -> None:
         try:
             regions = region_labels(attributes, args.region_column)
         except KeyError as err:
-            raise SystemExit(f"nh-xb compare: {err.args[0]}")
+            raise ValueError(f"--region-column: {err.args[0]}") from err
     location = coordinates(attributes) if attributes is not None else None
 
     names = unique_names(args.names or [_default_name(s) for s in specs])
     existing = [f for f in planned_files(names, location is not None) if (out_dir / f).exists()]
     if existing and not args.overwrite:
-        raise SystemExit(f"nh-xb compare: {out_dir} already holds {existing}; choose another --out or pass "
-                         f"--overwrite")
-    try:
-        report = compare_runs([s if len(s) > 1 else s[0] for s in specs], names=names, period=args.period,
-                              epoch=args.epoch, metrics=args.metrics or DEFAULT_METRICS, regions=regions,
-                              coordinates=location, out_dir=out_dir, evaluate_missing=not args.no_evaluate,
-                              gpu=args.gpu)
-    except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"nh-xb compare: {err}")
+        raise FileExistsError(f"{out_dir} already holds {existing}; choose another --out or pass --overwrite")
+    report = compare_runs([s if len(s) > 1 else s[0] for s in specs], names=names, period=args.period,
+                          epoch=args.epoch, metrics=args.metrics or DEFAULT_METRICS, regions=regions,
+                          coordinates=location, out_dir=out_dir, evaluate_missing=not args.no_evaluate, gpu=args.gpu)
     for name, table in report.comparisons.items():
         n = int(table.loc[table["region"] == "all", "n_basins"].max())
         print(f"\n{name} (B) vs {report.baseline} (A), {args.period} period, {n} common basins:")

@@ -22,5 +22,5 @@ def run(args: argparse.Namespace) -> None:
 
     from nh_crossbasin.nh.embedding import write_input_gate_embedding
     if args.basins is not None and not Path(args.basins).is_file():
-        raise SystemExit(f"nh-xb embed: basin file {args.basins} not found")
+        raise FileNotFoundError(f"--basins: basin file {args.basins} not found")
     print(write_input_gate_embedding(args.run_dir, epoch=args.epoch, basins=args.basins))

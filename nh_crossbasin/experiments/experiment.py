@@ -162,14 +162,8 @@ def _tidy(rows: List[pd.DataFrame]) -> pd.DataFrame:
 def write_table(table: pd.DataFrame, path: Path) -> None:
     """Write a results table; a different table it would replace (from an earlier invocation, or edited by hand) is
     kept as ``<name>.previous_N.csv``, so that a re-run never loses what the folder held."""
-    path = Path(path)
-    text = table.to_csv(index=False)
-    if path.exists() and path.read_text() != text:
-        n = 1
-        while path.with_name(f"{path.stem}.previous_{n}.csv").exists():
-            n += 1
-        path.replace(path.with_name(f"{path.stem}.previous_{n}.csv"))
-    path.write_text(text)
+    from nh_crossbasin.files import replace_keeping_previous
+    replace_keeping_previous(Path(path), table.to_csv(index=False))
 
 
 def summarise(table: pd.DataFrame, design: str, controls: Optional[dict] = None) -> str:

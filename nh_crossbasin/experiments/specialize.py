@@ -29,7 +29,8 @@ from ruamel.yaml import YAML
 from nh_crossbasin.experiments.designs import safe_name
 from nh_crossbasin.experiments.results import merge_results
 from nh_crossbasin.experiments.runner import Task, run_tasks, write_failures
-from nh_crossbasin.experiments.writer import write_basin_file, write_text_once
+from nh_crossbasin.experiments.writer import write_basin_file
+from nh_crossbasin.files import write_text_once
 
 SUMMARY = "specialization.json"
 SAMPLERS = {"influence": "influence", "uniform": "uniform", "local": "targets_replacement"}
@@ -82,7 +83,9 @@ def finetune_config(pooled_run: Path, unit: str, targets_file: Path, run_parent:
            "run_dir": str(run_parent.resolve()), "finetune_modules": list(module_parts), "epochs": int(epochs),
            "xb_sampler": SAMPLERS[sampler], "xb_influence_targets_file": str(targets_file.resolve()),
            "xb_influence_warmup_epochs": 0, "xb_influence_refresh_every": int(refresh_every),
-           "test_basin_file": str(targets_file.resolve()), "validate_every": None, "save_weights_every": 1}
+           "test_basin_file": str(targets_file.resolve()), "validation_basin_file": str(targets_file.resolve()),
+           "validate_n_random_basins": len(targets_file.read_text().split()), "validate_every": None,
+           "save_weights_every": 1}
     if learning_rate is not None:
         cfg["learning_rate"] = float(learning_rate)
     cfg.update(overrides or {})

@@ -10,6 +10,7 @@ from ruamel.yaml import YAML
 
 from nh_crossbasin.experiments.designs import RunSpec
 from nh_crossbasin.experiments.runner import Task
+from nh_crossbasin.files import write_text_once
 
 MANIFEST = "experiment.json"
 PATH_SUFFIXES = ("_dir", "_file", "_files", "_path")
@@ -26,16 +27,6 @@ def read_config(path: Path) -> dict:
     return cfg
 
 
-def write_text_once(path: Path, text: str) -> None:
-    """Write ``text``; an existing file must already hold exactly it (nothing a user wrote is overwritten)."""
-    if path.exists():
-        if path.read_text() != text:
-            raise FileExistsError(f"{path} exists with other content; choose a new --out folder.")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def write_basin_file(path: Path, basins: Sequence[str]) -> Path:
     """An NH basin file (one id per line)."""
     write_text_once(path, "\n".join(basins) + "\n")
@@ -44,7 +35,12 @@ def write_basin_file(path: Path, basins: Sequence[str]) -> Path:
 
 def write_experiment(design: str, runs: List[RunSpec], base_config: Path, out: Path, seeds: Sequence[int],
                      extra: dict = None) -> List[dict]:
-    """Write one NH config per run and seed, their basin files and the manifest.
+    """Write one NH config per run and seed, their basin files and the manifest -- all of them or none.
+
+    Every file is planned first; if any of them already exists with other content (the folder holds another design
+    or other seeds), nothing is written and ``FileExistsError`` names the conflicts. Validation uses the evaluation
+    basins (all of them: ``validate_n_random_basins``, unless the base config sets it), so that choices made on the
+    validation period concern the basins the design evaluates.
 
     Returns
     -------
@@ -54,27 +50,38 @@ def write_experiment(design: str, runs: List[RunSpec], base_config: Path, out: P
     out = Path(out)
     base = read_config(Path(base_config))
     yaml = YAML()
-    entries = []
+    entries, planned = [], {}
     for run in runs:
-        train_file = write_basin_file(out / "basins" / f"{run.name}_train.txt", run.train_basins)
-        eval_file = write_basin_file(out / "basins" / f"{run.name}_eval.txt", run.eval_basins)
+        train_file = out / "basins" / f"{run.name}_train.txt"
+        eval_file = out / "basins" / f"{run.name}_eval.txt"
+        planned[train_file] = "\n".join(run.train_basins) + "\n"
+        planned[eval_file] = "\n".join(run.eval_basins) + "\n"
         for seed in seeds:
             name = f"{run.name}_seed{seed}"
             cfg = dict(base)
             cfg.update(run.overrides)
             cfg.update(experiment_name=name, run_dir=str((out / "runs" / name).resolve()), seed=int(seed),
-                       train_basin_file=str(train_file.resolve()), validation_basin_file=str(train_file.resolve()),
+                       train_basin_file=str(train_file.resolve()), validation_basin_file=str(eval_file.resolve()),
                        test_basin_file=str(eval_file.resolve()))
+            # NH evaluates the validation period on validate_n_random_basins basins only (default: none)
+            cfg.setdefault("validate_n_random_basins", len(run.eval_basins))
             config_path = out / "configs" / f"{name}.yml"
             text = StringIO()
             yaml.dump(cfg, text)
-            write_text_once(config_path, text.getvalue())
+            planned[config_path] = text.getvalue()
             entries.append({"name": name, "run": run.name, "seed": int(seed), "variant": run.variant,
                             "group": run.group, "config": str(config_path), "run_parent": str(out / "runs" / name),
                             "train_basin_file": str(train_file), "eval_basin_file": str(eval_file)})
     manifest = {"design": design, "base_config": str(Path(base_config).resolve()), "seeds": list(map(int, seeds)),
                 "runs": entries, **(extra or {})}
-    write_text_once(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    planned[out / MANIFEST] = json.dumps(manifest, indent=1) + "\n"
+    conflicts = [str(p) for p, text in planned.items() if p.exists() and p.read_text() != text]
+    if conflicts:
+        raise FileExistsError(f"{out} already holds another experiment ({len(conflicts)} files differ, e.g. "
+                              f"{conflicts[:3]}); nothing was written: choose a new --out folder, or repeat the "
+                              f"original command to resume.")
+    for path, text in planned.items():
+        write_text_once(path, text)
     return entries
 
 

@@ -135,21 +135,16 @@ def input_gate_embedding(run_dir: Union[str, Path], epoch: Optional[int] = None,
 
 def embedding_path(run_dir: Path, epoch: int) -> Path:
     """A new file name for the embedding of ``epoch`` in ``run_dir``; never the name of an existing file."""
-    stem = f"input_gate_embedding_epoch{str(epoch).zfill(3)}"
-    path = Path(run_dir) / f"{stem}.nc"
-    suffix = 1
-    while path.exists():
-        path = Path(run_dir) / f"{stem}_{suffix}.nc"
-        suffix += 1
-    return path
+    from nh_crossbasin.files import next_free_path
+    return next_free_path(Path(run_dir) / f"input_gate_embedding_epoch{str(epoch).zfill(3)}.nc")
 
 
 def write_input_gate_embedding(run_dir: Union[str, Path], epoch: Optional[int] = None,
                                basins: BasinSelection = None) -> Path:
     """Compute :func:`input_gate_embedding` and write it as netCDF into the run directory.
 
-    The file is ``input_gate_embedding_epochNNN.nc``; if that exists, ``_1``, ``_2``, ... is appended: an existing
-    file is never overwritten.
+    The file is ``input_gate_embedding_epochNNN.nc``; if that exists, ``_2``, ``_3``, ... is appended
+    (:func:`nh_crossbasin.files.next_free_path`): an existing file is never overwritten.
 
     Returns
     -------

@@ -24,8 +24,9 @@ import numpy as np
 import xarray as xr
 from neuralhydrology.datautils.utils import load_basin_file
 
-from nh_crossbasin.config_keys import ConfigKey, at_least, between
+from nh_crossbasin.config_keys import ConfigKey, at_least, between, options
 from nh_crossbasin.core.influence import MEASURES
+from nh_crossbasin.files import next_free_path
 from nh_crossbasin.nh.influence_meter import InfluenceMeter, add_weights, target_basins
 from nh_crossbasin.nh.weighted_draw import WeightedDrawSampler
 
@@ -86,15 +87,6 @@ INFLUENCE_KEYS = (
 
 
 
-def next_free_path(path: Path) -> Path:
-    """``path`` if it does not exist, else ``stem_2.ext``, ``stem_3.ext``, ...: nothing is ever overwritten."""
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}_{n}{path.suffix}")
-    return candidate
-
-
 class InfluenceSampler(WeightedDrawSampler):
     """Samples training data by per-target gradient influence (see the module docstring).
 
@@ -108,9 +100,20 @@ class InfluenceSampler(WeightedDrawSampler):
 
     @classmethod
     def check_config(cls, cfg) -> None:
-        """Checks that can reject the config before NH creates the run directory."""
+        """Checks that can reject the config before NH creates the run directory: the targets file and the parameter
+        names of ``xb_influence_params`` (on a model built from the config, without touching the run's RNG)."""
         super().check_config(cfg)
         target_basins(cfg, load_basin_file(cfg.train_basin_file))
+        names = options(cfg)["xb_influence_params"]
+        if names != "all":
+            import torch
+            from neuralhydrology.modelzoo import get_model
+
+            from nh_crossbasin.nh.probes import select_parameters
+            if cfg.use_basin_id_encoding:
+                cfg.number_of_basins = len(load_basin_file(cfg.train_basin_file))
+            with torch.random.fork_rng(devices=[]):
+                select_parameters(get_model(cfg), names)
 
     def __init__(self, cfg, dataset):
         super().__init__(cfg, dataset)
@@ -169,21 +172,37 @@ class InfluenceSampler(WeightedDrawSampler):
 
     # --------------------------------------------------------------------------------------- continue_training
     def _restore(self, base_run_dir: Path, continue_from_epoch: Optional[int]) -> None:
-        """Resume with the last influence record of the base run (at or before the epoch training resumes from)."""
-        files = sorted((base_run_dir / INFLUENCE_DIR).glob("influence_epoch*.nc"))
+        """Resume with the last influence record at or before the epoch training resumes from, found in the base run
+        or any run it continued (``continue_training`` of a ``continue_training`` ...)."""
         start = continue_from_epoch if continue_from_epoch is not None else max(
             [int(p.name[-6:-3]) for p in base_run_dir.glob("model_epoch*.pt")], default=0)
-        files = [f for f in files if int(f.stem.split("epoch")[1][:3]) <= start]
-        if not files:
+        candidates = [(epoch, -depth, path) for depth, epoch, path in influence_records(base_run_dir) if epoch <= start]
+        if not candidates:
             self._refresh_now = True
-            LOGGER.info("continue_training: no influence record in the base run; refreshing at the first epoch "
-                        "after warm-up.")
+            LOGGER.info(f"continue_training: no influence record at or before epoch {start} in {base_run_dir} or the "
+                        f"runs it continued; refreshing at the first epoch after warm-up.")
             return
-        with xr.open_dataset(files[-1]) as record:
+        path = max(candidates)[2]
+        with xr.open_dataset(path) as record:
             if list(record["source"].values) != self.basins or list(record["target"].values) != self.targets:
-                raise ValueError(f"continue_training: {files[-1]} was written for other training or target basins; "
+                raise ValueError(f"continue_training: {path} was written for other training or target basins; "
                                  f"keep train_basin_file and xb_influence_targets_file unchanged to resume.")
             self.influence = record["influence"].values.copy()
             q = record["basin_weight"].values.copy()
         self.set_basin_weights(q)
-        LOGGER.info(f"continue_training: sampling with the influence weights of {files[-1]}")
+        LOGGER.info(f"continue_training: sampling with the influence weights of {path}")
+
+
+CONTINUED = "continue_training_from_epoch"
+
+
+def influence_records(run_dir: Path):
+    """``(depth, epoch, path)`` of the training influence records of ``run_dir`` (depth 0) and of every run it
+    continued (NH puts a continued run into ``<base run>/continue_training_from_epochNNN``; depth 1, 2, ...)."""
+    depth, run_dir = 0, Path(run_dir)
+    while True:
+        for path in sorted((run_dir / INFLUENCE_DIR).glob("influence_epoch*.nc")):
+            yield depth, int(path.stem.split("epoch")[1][:3]), path
+        if not run_dir.name.startswith(CONTINUED):
+            return
+        depth, run_dir = depth + 1, run_dir.parent

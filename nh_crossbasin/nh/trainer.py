@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 
+from neuralhydrology.datautils.utils import load_basin_file
 from neuralhydrology.training.basetrainer import BaseTrainer
 
 from nh_crossbasin.config_keys import options
-from nh_crossbasin.registry import SAMPLERS
+from nh_crossbasin.registry import MODELS, SAMPLERS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -26,9 +27,19 @@ class CrossBasinTrainer(BaseTrainer):
 
     def __init__(self, cfg):
         self.xb_options = options(cfg)
+        model_class = MODELS.get(cfg.model)
+        if hasattr(model_class, "check_config"):
+            model_class.check_config(cfg)
         sampler_class = SAMPLERS.get(self.xb_options["xb_sampler"])
         if hasattr(sampler_class, "check_config"):
             sampler_class.check_config(cfg)
+        if self.xb_options["xb_influence_targets_file"] is not None:
+            from nh_crossbasin.nh.influence_meter import target_basins
+            target_basins(cfg, load_basin_file(cfg.train_basin_file))  # a bad file is an error with any sampler
+            if self.xb_options["xb_sampler"] in ("uniform", "uniform_replacement"):
+                LOGGER.warning(f"Config key 'xb_influence_targets_file' has no effect with xb_sampler: "
+                               f"{self.xb_options['xb_sampler']} (it is read by 'influence' and "
+                               f"'targets_replacement').")
         self._sampler_class = sampler_class
         self.sampler = None
         super().__init__(cfg)

@@ -56,6 +56,15 @@ class FusedEALSTM(BaseModel):
 
     module_parts = ['embedding_net', 'input_gate', 'dynamic_gates', 'head']
 
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Reject, before NH creates the run directory, a config that gives the input gate no static input."""
+        if not (cfg.static_attributes or cfg.hydroatlas_attributes or cfg.evolving_attributes
+                or cfg.use_basin_id_encoding):
+            raise ValueError("model: xb_ealstm computes its input gate from static inputs only, and this config has "
+                             "none: set 'static_attributes' (or 'hydroatlas_attributes', 'evolving_attributes', or "
+                             "'use_basin_id_encoding: True').")
+
     def __init__(self, cfg: Config):
         super().__init__(cfg=cfg)
         self._hidden_size = cfg.hidden_size
