@@ -29,8 +29,9 @@ Examples
 ::
 
     python benchmarks/heterogeneous_vs_homogeneous.py synthetic --twins --out bench_runs/hvh_twins --seeds 3 --workers 2
-    python benchmarks/heterogeneous_vs_homogeneous.py real --out bench_runs/hvh_dev --seeds 3 --workers 2 \\
-        --basin-file basins_dev.txt --hidden 64 --seq 180 --epochs 6
+    python benchmarks/heterogeneous_vs_homogeneous.py real --out bench_runs/hvh_dev60 --seeds 3 --workers 2 \\
+        --basin-file basins_dev.txt --subset 60 --hidden 64 --seq 90 --epochs 4 --max-updates 500 --dropout 0.2 \\
+        --lr 3e-3 1e-3 --temperatures 1 0.3 --aggregates per_target
 """
 from __future__ import annotations
 
@@ -87,9 +88,29 @@ def synthetic(args) -> tuple:
     return dict(base, **training_keys(args)), f"{data / 'ground_truth.csv'}:regime"
 
 
+def stratified_subset(data: Path, basin_file: Path, size: int, out: Path, seed: int = 0) -> Path:
+    """A region-stratified random subset of a basin file: every HUC-02 region keeps a share of its basins in
+    proportion to its size (at least one), drawn with ``seed``; written to ``out`` (never overwritten)."""
+    import numpy as np
+    basins = basin_file.read_text().split()
+    regions = pd.read_csv(data / "attributes" / "camels_attributes_v2.csv", dtype={"gauge_id": str, "huc_02": str},
+                          usecols=["gauge_id", "huc_02"]).set_index("gauge_id")["huc_02"].loc[basins]
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for region, members in regions.groupby(regions, sort=True):
+        n = max(1, int(round(size * len(members) / len(basins))))
+        chosen += list(rng.choice(sorted(members.index), size=min(n, len(members)), replace=False))
+    write_once(out, "\n".join(sorted(chosen)) + "\n")
+    return out
+
+
 def real(args) -> tuple:
     """Base config of the real CAMELS-US basins (Kratzert et al. 2019 periods)."""
-    data, basin_file = Path(args.data), str(Path(args.data) / args.basin_file)
+    data = Path(args.data)
+    basin_file = str(Path(args.data) / args.basin_file)
+    if args.subset:
+        basin_file = str(stratified_subset(data, Path(basin_file), args.subset,
+                                           args.out / f"basins_subset{args.subset}.txt").resolve())
     base = {"dataset": "generic", "data_dir": str(data), "train_basin_file": basin_file,
             "validation_basin_file": basin_file, "test_basin_file": basin_file,
             "train_start_date": "01/10/1999", "train_end_date": "30/09/2008",
@@ -188,6 +209,8 @@ def main() -> None:
     rea = sub.choices["real"]
     rea.add_argument("--data", default=str(CARAVAN))
     rea.add_argument("--basin-file", default="basins_dev.txt")
+    rea.add_argument("--subset", type=int, default=None,
+                     help="a HUC-02-stratified random subset of about this many basins of --basin-file")
     rea.add_argument("--hidden", type=int, default=64)
     rea.add_argument("--seq", type=int, default=180)
     rea.add_argument("--batch", type=int, default=256)

@@ -63,8 +63,8 @@ def build(cfg_dict: dict, scratch: Path, device: torch.device):
 
 def time_refresh(cfg, dataset, model, loss_obj, device, repeats: int):
     """Seconds of ``repeats`` full refreshes (after one untimed warm-up refresh) and the peak GPU memory."""
-    from nh_crossbasin.nh.influence_sampler import InfluenceSampler
-    sampler = InfluenceSampler(cfg, dataset)
+    from nh_crossbasin.nh.influence_draw import InfluenceWeightedDraw
+    sampler = InfluenceWeightedDraw(cfg, dataset)
     sampler.measure(model, loss_obj, device, epoch=1, learning_rate=1e-3)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

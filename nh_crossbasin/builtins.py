@@ -1,37 +1,34 @@
-"""Registers the plugin's own models, losses, samplers and config keys (idempotent)."""
+"""The plugin's own entries and config keys (idempotent).
+
+Each model, loss and sampling scheme is one class that registers itself (with its config keys) by a decorator when
+its module is imported; :func:`register_builtins` imports those modules, declares the keys that belong to no single
+class, and loads third-party entries (:mod:`nh_crossbasin.plugins`).
+"""
 from __future__ import annotations
 
-from nh_crossbasin.config_keys import ConfigKey, at_least, register_config_key
-from nh_crossbasin.registry import SAMPLERS, register_loss, register_model, register_sampler
+import importlib
 
-CORE_KEYS = (
-    ConfigKey("xb_nse_eps", 0.1, "epsilon added to each basin's discharge std in the NSE* loss", types=(float,),
-              check=at_least(0.0), allowed="a number >= 0"),
-    ConfigKey("xb_sampler", "uniform", "how training samples are drawn: 'uniform' is NH's shuffled pass, "
-              "'influence' weights basins by gradient influence; its controls draw the same way with fixed weights: "
-              "'uniform_replacement' (all basins equally), 'targets_replacement' (the target basins only)",
-              choices=SAMPLERS),
-)
+from nh_crossbasin.config_keys import ConfigKey, register_config_key
+from nh_crossbasin.registry import SAMPLERS
+
+#: modules whose classes register themselves
+BUILTIN_MODULES = ("nh_crossbasin.nh.sampling", "nh_crossbasin.nh.weighted_draw", "nh_crossbasin.nh.influence_draw",
+                   "nh_crossbasin.nh.losses", "nh_crossbasin.nh.models.fused_ealstm")
+
+SAMPLER_KEY = ConfigKey(
+    "xb_sampler", "uniform", "how training samples are drawn: 'uniform' is NH's shuffled pass, 'influence' weights "
+    "basins by gradient influence; its controls draw the same way with fixed weights: 'uniform_replacement' (all "
+    "basins equally), 'targets_replacement' (the target basins only)", choices=SAMPLERS)
 
 
 def register_builtins() -> None:
-    """Add the plugin's built-in entries to the registries."""
-    from nh_crossbasin.nh.influence_sampler import INFLUENCE_KEYS, InfluenceSampler
-    from nh_crossbasin.nh.losses import NSEStarLoss
-    from nh_crossbasin.nh.models.fused_ealstm import FusedEALSTM
-    from nh_crossbasin.nh.samplers import UniformSampler
-    from nh_crossbasin.nh.weighted_draw import TargetsReplacementSampler, UniformReplacementSampler
-    from nh_crossbasin.nh.datasets.pooled import PooledDataset
+    """Register the plugin's built-in entries and keys, then third-party entries (once per process)."""
+    from nh_crossbasin import plugins
+    from nh_crossbasin.nh.datasets.pooled_sources import POOLED_KEYS
     from nh_crossbasin.nh.degenerate import DEGENERATE_KEY
-    from nh_crossbasin.nh.datasets.pooled_sources import POOLED_DATASET, POOLED_KEYS
-    from neuralhydrology.datasetzoo import register_dataset
 
-    for key in CORE_KEYS + INFLUENCE_KEYS + POOLED_KEYS + (DEGENERATE_KEY,):
+    for key in (SAMPLER_KEY, DEGENERATE_KEY) + POOLED_KEYS:
         register_config_key(key, overwrite=True)
-    register_loss("xb_nse_star", NSEStarLoss, overwrite=True)
-    register_sampler("uniform", UniformSampler, overwrite=True)
-    register_sampler("influence", InfluenceSampler, overwrite=True)
-    register_sampler("uniform_replacement", UniformReplacementSampler, overwrite=True)
-    register_sampler("targets_replacement", TargetsReplacementSampler, overwrite=True)
-    register_model("xb_ealstm", FusedEALSTM, overwrite=True)
-    register_dataset(POOLED_DATASET, PooledDataset)  # NH's public dataset registry
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    plugins.load_plugins()

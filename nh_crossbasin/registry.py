@@ -1,13 +1,19 @@
 """Name-to-class registries for the plugin's models, losses and samplers.
 
 The registries have the shape NeuralHydrology users know from ``DatasetRegistry``: a key (the value a user writes
-in the config, matched case-insensitively as NH does) maps to a class, and ``register_*`` functions add entries at
-the start of runtime. Third-party packages may register their own classes the same way::
+in the config, matched case-insensitively as NH does) maps to a class. An entry is one class that registers itself
+with a decorator, in the style of pandas accessors, and carries its own config keys (a ``config_keys`` class
+attribute of :class:`~nh_crossbasin.config_keys.ConfigKey` declarations, registered with the class)::
 
     from nh_crossbasin import register_model
-    register_model("my_lstm", MyLSTM)          # MyLSTM(cfg) subclasses neuralhydrology's BaseModel
 
-Config keys have a registry of their own in :mod:`nh_crossbasin.config_keys`.
+    @register_model("my_lstm")                 # MyLSTM(cfg) subclasses neuralhydrology's BaseModel
+    class MyLSTM(BaseModel):
+        ...
+
+Other packages reach the unmodified ``nh-run`` by declaring the module that holds such classes as an entry point of
+the group ``nh_crossbasin.plugins`` (see :mod:`nh_crossbasin.plugins` and the README). Config keys have a registry
+of their own in :mod:`nh_crossbasin.config_keys`.
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ class Registry:
         key : str
             The value users write for :attr:`config_key` in their config (stored lower-case).
         new_class : type
-            The class; must subclass the registry's base class.
+            The class; must subclass the registry's base class. Its ``config_keys`` (if any) are declared too.
         overwrite : bool, optional
             Replace an existing entry of the same name instead of raising.
 
@@ -69,6 +75,9 @@ class Registry:
         if name in self._classes and self._classes[name] is not new_class and not overwrite:
             raise ValueError(f"A {self.kind} named '{name}' is already registered ({self._classes[name]!r}); "
                              f"pass overwrite=True to replace it.")
+        from nh_crossbasin.config_keys import register_config_key
+        for config_key in getattr(new_class, "config_keys", ()):
+            register_config_key(config_key, overwrite=overwrite)
         self._classes[name] = new_class
 
     def unregister(self, key: str) -> None:
@@ -109,8 +118,8 @@ def _nh_base_loss() -> type:
 
 
 def _base_sampler() -> type:
-    from nh_crossbasin.nh.samplers import BasinSampler
-    return BasinSampler
+    from nh_crossbasin.nh.sampling import SamplingScheme
+    return SamplingScheme
 
 
 MODELS = Registry("model", "model", _nh_base_model)
@@ -118,16 +127,31 @@ LOSSES = Registry("loss", "loss", _nh_base_loss)
 SAMPLERS = Registry("sampler", "xb_sampler", _base_sampler)
 
 
-def register_model(key: str, new_class: Type, overwrite: bool = False) -> None:
-    """Register a model class for ``model: <key>``; it is built as ``new_class(cfg=cfg)`` like NH's modelzoo."""
-    MODELS.register(key, new_class, overwrite=overwrite)
+def _register(registry: Registry, key: str, new_class: Optional[Type], overwrite: bool):
+    if new_class is not None:
+        registry.register(key, new_class, overwrite=overwrite)
+        return new_class
+
+    def decorator(cls: Type) -> Type:
+        registry.register(key, cls, overwrite=overwrite)
+        return cls
+    return decorator
 
 
-def register_loss(key: str, new_class: Type, overwrite: bool = False) -> None:
-    """Register a loss class for ``loss: <key>``; it is built as ``new_class(cfg)`` like NH's losses."""
-    LOSSES.register(key, new_class, overwrite=overwrite)
+def register_model(key: str, new_class: Optional[Type] = None, overwrite: bool = False):
+    """Register a model class for ``model: <key>``; it is built as ``new_class(cfg=cfg)`` like NH's modelzoo.
+
+    Use it as a call (``register_model("my_lstm", MyLSTM)``) or as a class decorator (``@register_model("my_lstm")``).
+    """
+    return _register(MODELS, key, new_class, overwrite)
 
 
-def register_sampler(key: str, new_class: Type, overwrite: bool = False) -> None:
-    """Register a training-sample sampler for ``xb_sampler: <key>``."""
-    SAMPLERS.register(key, new_class, overwrite=overwrite)
+def register_loss(key: str, new_class: Optional[Type] = None, overwrite: bool = False):
+    """Register a loss class for ``loss: <key>``; it is built as ``new_class(cfg)`` like NH's losses (call or
+    class decorator)."""
+    return _register(LOSSES, key, new_class, overwrite)
+
+
+def register_sampler(key: str, new_class: Optional[Type] = None, overwrite: bool = False):
+    """Register a sampling scheme for ``xb_sampler: <key>`` (call or class decorator)."""
+    return _register(SAMPLERS, key, new_class, overwrite)

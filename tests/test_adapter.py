@@ -33,7 +33,7 @@ def pristine_nh():
     _nh_call_sites()  # importing NH lets the start-up hook act first
     was = nh_adapter.is_installed()
     nh_adapter.uninstall()
-    nh_adapter._HINT.restore()
+    nh_adapter.patches._HINT.restore()
     yield _nh_call_sites()
     nh_adapter.uninstall()
     if was:
@@ -50,6 +50,52 @@ def test_install_is_idempotent_and_uninstall_restores_every_call_site(pristine_n
     assert _nh_call_sites() == pristine_nh
 
 
+def test_a_missing_call_site_is_named_and_nothing_is_patched(pristine_nh, monkeypatch):
+    """A simulated NH release that renamed a call site: install() refuses, names it, and changes nothing."""
+    import neuralhydrology.evaluation.tester as tester
+    monkeypatch.delattr(tester, "get_model")
+    with pytest.raises(RuntimeError, match=r"call site neuralhydrology\.evaluation\.tester\.get_model does not exist"):
+        nh_crossbasin.register()
+    assert not nh_adapter.is_installed()
+    monkeypatch.undo()
+    assert _nh_call_sites() == pristine_nh
+
+
+def test_a_call_site_patched_by_someone_else_is_refused(pristine_nh, monkeypatch):
+    import neuralhydrology.training.basetrainer as basetrainer
+    monkeypatch.setattr(basetrainer, "get_loss_obj", lambda cfg: None)
+    with pytest.raises(RuntimeError, match=r"basetrainer\.get_loss_obj does not hold NH's original"):
+        nh_crossbasin.register()
+    monkeypatch.undo()
+    assert _nh_call_sites() == pristine_nh and not nh_adapter.is_installed()
+
+
+def test_a_failing_patch_undoes_every_earlier_one(pristine_nh, monkeypatch):
+    """All-or-nothing: the 5th patch fails; the 4 before it are undone and the error names the failing site."""
+    real_set, calls = nh_adapter.patches._Patches.set, []
+
+    def failing_set(self, target, attribute, value):
+        calls.append(attribute)
+        if len(calls) == 5:
+            raise AttributeError("read-only")
+        return real_set(self, target, attribute, value)
+
+    monkeypatch.setattr(nh_adapter.patches._Patches, "set", failing_set)
+    with pytest.raises(RuntimeError, match=r"could not patch NH's call site neuralhydrology\.training\.get_loss_obj"):
+        nh_crossbasin.register()
+    monkeypatch.undo()
+    assert _nh_call_sites() == pristine_nh and not nh_adapter.is_installed()
+
+
+def test_uninstall_restores_nhs_dataset_registry(pristine_nh):
+    classes = nh_adapter.patches.nh_dataset_classes()
+    before = dict(classes)
+    nh_crossbasin.register()
+    assert "xb_pooled" in classes
+    nh_crossbasin.unregister()
+    assert classes == before and "xb_pooled" not in classes
+
+
 def test_context_manager_restores_prior_state(pristine_nh):
     with nh_crossbasin.activated():
         assert nh_adapter.is_installed()
@@ -62,7 +108,7 @@ def test_context_manager_restores_prior_state(pristine_nh):
 
 
 def test_refuses_untested_nh_version(pristine_nh, monkeypatch):
-    monkeypatch.setattr(nh_adapter, "nh_version", lambda: "2.0.0")
+    monkeypatch.setattr(nh_adapter.patches, "nh_version", lambda: "2.0.0")
     monkeypatch.delenv(nh_adapter.ALLOW_UNTESTED_ENV, raising=False)
     with pytest.raises(RuntimeError, match=r"tested with neuralhydrology >= 1\.13, < 1\.14.*2\.0\.0.*"
                                            + nh_adapter.ALLOW_UNTESTED_ENV):

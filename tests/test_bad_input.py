@@ -57,9 +57,9 @@ def test_infinite_temperature_and_loss_weights_without_nse_star_are_refused():
     from neuralhydrology.utils.config import Config
     with pytest.raises(ValueError, match="'xb_influence_temperature'.*finite"):
         Config({"xb_influence_temperature": float("inf")})
-    from nh_crossbasin.nh.weighted_draw import WeightedDrawSampler
+    from nh_crossbasin.nh.weighted_draw import WeightedDraw
     with pytest.raises(ValueError, match="'xb_influence_apply'.*xb_nse_star"):
-        WeightedDrawSampler.check_config(Config({"loss": "NSE", "xb_influence_apply": "loss"}))
+        WeightedDraw.check_config(Config({"loss": "NSE", "xb_influence_apply": "loss"}))
 
 
 # ------------------------------------------------------------------------------------------- degenerate basins

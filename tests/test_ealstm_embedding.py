@@ -141,7 +141,7 @@ def test_embed_command_writes_netcdf_and_never_overwrites(trained_runs, capsys):
 
     main(["embed", "--run-dir", str(run_dir), "--epoch", "1"])
     second = Path(capsys.readouterr().out.strip())
-    assert second == run_dir / "input_gate_embedding_epoch001_1.nc" and second.is_file()
+    assert second == run_dir / "input_gate_embedding_epoch001_2.nc" and second.is_file()  # as every record: _2, _3
     assert first.read_bytes() == content
 
     with pytest.raises(FileNotFoundError, match="epoch 7"):

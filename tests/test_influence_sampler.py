@@ -128,10 +128,10 @@ def test_parameter_subset_and_bad_names(nh_setup):
 
 
 def _sampler(setup, **opts):
-    from nh_crossbasin.nh.influence_sampler import InfluenceSampler
+    from nh_crossbasin.nh.influence_draw import InfluenceWeightedDraw
     cfg, dataset, _, _ = setup
     cfg.update_config(opts)
-    return InfluenceSampler(cfg, dataset)
+    return InfluenceWeightedDraw(cfg, dataset)
 
 
 def test_uniform_weights_reproduce_nh_sampling_distribution(nh_setup):
@@ -211,11 +211,11 @@ def test_zero_gradients_are_logged(nh_setup, caplog):
 
 
 def _fixed(setup, kind, **opts):
-    from nh_crossbasin.nh.weighted_draw import TargetsReplacementSampler, UniformReplacementSampler
+    from nh_crossbasin.nh.weighted_draw import TargetsReplacementDraw, UniformReplacementDraw
     cfg, dataset, _, _ = setup
     cfg.update_config({"xb_influence_basis": "basin", "xb_influence_apply": "draw", "xb_influence_warmup_epochs": 1,
                        **opts})
-    return (UniformReplacementSampler if kind == "uniform" else TargetsReplacementSampler)(cfg, dataset)
+    return (UniformReplacementDraw if kind == "uniform" else TargetsReplacementDraw)(cfg, dataset)
 
 
 class _Trainer:
@@ -246,9 +246,9 @@ def test_targets_replacement_draws_only_the_targets(nh_setup, tmp_path):
     assert set(np.unique(dataset.sample_basin_index[draws])) == {0, 1, 2}
     cfg = nh_setup[0]
     cfg.update_config({"xb_influence_targets_file": None})
-    from nh_crossbasin.nh.weighted_draw import TargetsReplacementSampler
+    from nh_crossbasin.nh.weighted_draw import TargetsReplacementDraw
     with pytest.raises(ValueError, match="'xb_influence_targets_file'.*targets_replacement"):
-        TargetsReplacementSampler.check_config(cfg)
+        TargetsReplacementDraw.check_config(cfg)
 
 
 def test_weights_in_the_loss_are_importance_weights_with_mean_one(nh_setup):

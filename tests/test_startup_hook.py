@@ -26,7 +26,7 @@ def test_process_without_nh_imports_nothing_heavy(tmp_path):
 def test_importing_nh_activates_plugin(tmp_path):
     out = _python("import neuralhydrology.training as t; from nh_crossbasin import nh_adapter; "
                   "print(nh_adapter.is_installed(), t.get_loss_obj.__module__)", tmp_path).stdout.split()
-    assert out == ["True", "nh_crossbasin.nh_adapter"]
+    assert out == ["True", "nh_crossbasin.nh_adapter.patches"]
 
 
 def test_disable_env_switches_plugin_off_with_a_helpful_message(tmp_path):
@@ -57,6 +57,6 @@ def test_any_import_order_activates_cleanly(tmp_path):
                  "from nh_crossbasin.nh.losses import NSEStarLoss",
                  "import neuralhydrology.nh_run"):
         proc = _python(code + "; from nh_crossbasin import nh_adapter; "
-                       "print(nh_adapter.is_installed(), bool(nh_adapter._HINT))", tmp_path)
+                       "print(nh_adapter.is_installed(), bool(nh_adapter.patches._HINT))", tmp_path)
         assert proc.stdout.split() == ["True", "False"], code
         assert "nh-crossbasin" not in proc.stderr, f"{code}: {proc.stderr}"

@@ -1,4 +1,4 @@
-"""k-means (k-means++ initialisation, seeded) and silhouette scores in numpy/scipy, and a scan over k.
+"""k-means (k-means++ initialisation, seeded) and silhouette scores from scikit-learn, and a scan over k.
 
 Used for the catchment-similarity analysis of Kratzert et al. (2019): cluster basins on the EA-LSTM input-gate
 embedding and on the raw attributes, and compare the silhouette scores for a range of k.
@@ -10,7 +10,6 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import cdist
 
 
 @dataclass(frozen=True)
@@ -35,44 +34,8 @@ class KMeansResult:
     n_iter: int
 
 
-def kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): the first centre uniformly, each next one with probability
-    proportional to the squared distance to the nearest centre chosen so far."""
-    n = len(points)
-    centers = [points[rng.integers(n)]]
-    nearest = ((points - centers[0]) ** 2).sum(axis=1)
-    for _ in range(1, k):
-        total = nearest.sum()
-        index = rng.choice(n, p=nearest / total) if total > 0 else rng.integers(n)
-        centers.append(points[index])
-        nearest = np.minimum(nearest, ((points - points[index]) ** 2).sum(axis=1))
-    return np.array(centers, dtype=float)
-
-
-def _lloyd(points: np.ndarray, centers: np.ndarray, max_iter: int, tol: float):
-    for iteration in range(1, max_iter + 1):
-        squared = cdist(points, centers, "sqeuclidean")
-        labels = squared.argmin(axis=1)
-        new_centers = centers.copy()
-        for j in range(len(centers)):
-            members = labels == j
-            if members.any():
-                new_centers[j] = points[members].mean(axis=0)
-            else:  # an empty cluster takes the point farthest from its centre
-                far = squared[np.arange(len(points)), labels].argmax()
-                new_centers[j] = points[far]
-                labels[far] = j
-        shift = ((new_centers - centers) ** 2).sum()
-        centers = new_centers
-        if shift <= tol:
-            break
-    squared = cdist(points, centers, "sqeuclidean")
-    labels = squared.argmin(axis=1)
-    return labels, centers, float(squared[np.arange(len(points)), labels].sum()), iteration
-
-
 def kmeans(points, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 300, tol: float = 1e-10) -> KMeansResult:
-    """Lloyd's k-means from ``n_init`` k-means++ initialisations; the one with the lowest inertia wins.
+    """k-means (scikit-learn's ``KMeans``) from ``n_init`` seeded k-means++ initialisations; the lowest inertia wins.
 
     Parameters
     ----------
@@ -87,7 +50,7 @@ def kmeans(points, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 300,
     max_iter : int, optional
         Iterations per initialisation.
     tol : float, optional
-        Stop when the summed squared centre shift is at most this.
+        scikit-learn's convergence tolerance (relative to the data's variance).
 
     Returns
     -------
@@ -99,13 +62,12 @@ def kmeans(points, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 300,
         raise ValueError(f"points must be 2-D [n, features], got shape {points.shape}")
     if not 1 <= k <= len(points):
         raise ValueError(f"k must be between 1 and the number of points ({len(points)}), got {k}")
-    rng = np.random.default_rng(seed)
-    best = None
-    for _ in range(n_init):
-        result = _lloyd(points, kmeans_plus_plus(points, k, rng), max_iter, tol)
-        if best is None or result[2] < best[2] - 1e-12:
-            best = result
-    labels, centers, inertia, n_iter = best
+    from sklearn.cluster import KMeans
+    fitted = KMeans(n_clusters=k, init="k-means++", n_init=n_init, max_iter=max_iter, tol=tol,
+                    random_state=seed).fit(points)
+    labels, centers = fitted.labels_.astype(int), fitted.cluster_centers_
+    inertia = float(((points - centers[labels]) ** 2).sum())
+    n_iter = int(fitted.n_iter_)
     _, first = np.unique(labels, return_index=True)
     order = labels[np.sort(first)]
     relabel = np.empty(k, dtype=int)
@@ -118,7 +80,7 @@ def kmeans(points, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 300,
 
 
 def silhouette_samples(points, labels) -> np.ndarray:
-    """Silhouette ``s(i) = (b(i) - a(i)) / max(a(i), b(i))`` of each point (Rousseeuw 1987), Euclidean distance.
+    """Silhouette ``s(i) = (b(i) - a(i)) / max(a(i), b(i))`` of each point (Rousseeuw 1987; scikit-learn), Euclidean.
 
     ``a(i)`` is the mean distance of point i to the other members of its cluster, ``b(i)`` the smallest mean
     distance to the members of another cluster. A point alone in its cluster has ``s(i) = 0``.
@@ -128,24 +90,12 @@ def silhouette_samples(points, labels) -> np.ndarray:
     ValueError
         With fewer than 2 clusters.
     """
+    from sklearn.metrics import silhouette_samples as sklearn_silhouette_samples
     points = np.asarray(points, dtype=float)
     labels = np.asarray(labels)
-    clusters = np.unique(labels)
-    if len(clusters) < 2:
+    if len(np.unique(labels)) < 2:
         raise ValueError("Silhouettes need at least 2 clusters.")
-    distances = cdist(points, points)
-    mean_to = np.stack([distances[:, labels == c].sum(axis=1) for c in clusters], axis=1)
-    sizes = np.array([(labels == c).sum() for c in clusters])
-    own = np.searchsorted(clusters, labels)
-    n = len(points)
-    own_size = sizes[own]
-    a = np.where(own_size > 1, mean_to[np.arange(n), own] / np.maximum(own_size - 1, 1), 0.0)
-    other = mean_to / sizes
-    other[np.arange(n), own] = np.inf
-    b = other.min(axis=1)
-    denominator = np.maximum(a, b)
-    s = np.where(denominator > 0, (b - a) / np.where(denominator > 0, denominator, 1), 0.0)
-    return np.where(own_size > 1, s, 0.0)
+    return sklearn_silhouette_samples(points, labels, metric="euclidean")
 
 
 def silhouette_score(points, labels) -> float:

@@ -37,19 +37,19 @@ SAMPLERS = {"influence": "influence", "uniform": "uniform", "local": "targets_re
 
 
 def cluster_targets(influence_rows: np.ndarray, targets: List[str], n_clusters: int, seed: int = 0) -> Dict[str, List[str]]:
-    """Group targets whose influence rows are alike: k-means (scikit-learn, k-means++, 10 seeded starts) on the rows
-    ``I[t, :]`` (NaN entries as 0).
+    """Group targets whose influence rows are alike: k-means (:func:`nh_crossbasin.analysis.clustering.kmeans`,
+    scikit-learn, k-means++, 10 seeded starts) on the rows ``I[t, :]`` (NaN entries as 0).
 
     Returns
     -------
     dict
         ``{"cluster_<k>": [targets]}`` for the non-empty clusters.
     """
-    from sklearn.cluster import KMeans
+    from nh_crossbasin.analysis.clustering import kmeans
     if not 1 <= n_clusters <= len(targets):
         raise ValueError(f"--clusters must be between 1 and the number of targets ({len(targets)}), got {n_clusters}")
     rows = np.nan_to_num(np.asarray(influence_rows, dtype=np.float64))
-    labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(rows)
+    labels = kmeans(rows, n_clusters, seed=seed).labels
     return {f"cluster_{k}": [t for t, label in zip(targets, labels) if label == k] for k in sorted(set(labels))}
 
 

@@ -21,7 +21,8 @@ from nh_crossbasin.config_keys import options
 from nh_crossbasin.core.influence import smooth
 from nh_crossbasin.core.weights import (basin_weights, effective_number, entropy, mean_influence_weights,
                                         target_weights)
-from nh_crossbasin.nh.probes import draw_probes, measure_influence, nh_loss_fn, probe_batches, select_parameters
+from nh_crossbasin.nh.probes import (draw_probes, measure_influence, nh_loss_fn, probe_batches, select_parameters,
+                                     unweighted)
 
 LOGGER = logging.getLogger(__name__)
 DEFINITION = ("I[t, s] compares the target probe of t with the source probe of s (disjoint probes, t = s included); "
@@ -91,9 +92,10 @@ class InfluenceMeter:
         dtype = params[0][1].dtype
         source_batches = probe_batches(self.dataset, probes.source, device, dtype)
         target_batches = probe_batches(self.dataset, [probes.target[t] for t in self.target_index], device, dtype)
-        result = measure_influence(model, nh_loss_fn(loss_obj), source_batches, target_batches,
-                                   self.opts["xb_influence_measure"], params, self.opts["xb_influence_projection_dim"],
-                                   int(self.cfg.seed), learning_rate)
+        with unweighted(loss_obj):
+            result = measure_influence(model, nh_loss_fn(loss_obj), source_batches, target_batches,
+                                       self.opts["xb_influence_measure"], params,
+                                       self.opts["xb_influence_projection_dim"], int(self.cfg.seed), learning_rate)
         as_numpy = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
         attrs = {key[len("xb_influence_"):]: str(value) for key, value in self.opts.items()
                  if key.startswith("xb_influence_")}

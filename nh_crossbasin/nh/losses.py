@@ -7,12 +7,14 @@ import torch
 from neuralhydrology.training.loss import BaseLoss
 from neuralhydrology.utils.config import Config
 
-from nh_crossbasin.config_keys import options
+from nh_crossbasin.config_keys import ConfigKey, at_least, options
 from nh_crossbasin.core.nse_star import nse_star
+from nh_crossbasin.registry import register_loss
 
 BASIN_INDEX_KEY = "basin_index"
 
 
+@register_loss("xb_nse_star")
 class NSEStarLoss(BaseLoss):
     """NSE* (Kratzert et al. 2019, eq. 13) with a configurable ε and optional per-basin weights.
 
@@ -33,6 +35,8 @@ class NSEStarLoss(BaseLoss):
     """
 
     needs_basin_target_stds = True  # asks the NH adapter to have NH compute per-basin target stds
+    config_keys = (ConfigKey("xb_nse_eps", 0.1, "epsilon added to each basin's discharge std in the NSE* loss",
+                             types=(float,), check=at_least(0.0), allowed="a number >= 0"),)
 
     def __init__(self, cfg: Config):
         super().__init__(cfg, prediction_keys=["y_hat"], ground_truth_keys=["y"],

@@ -11,7 +11,7 @@ import nh_crossbasin
 from nh_crossbasin.config_keys import options
 from nh_crossbasin.nh.influence_meter import InfluenceMeter, add_weights
 from nh_crossbasin.files import next_free_path
-from nh_crossbasin.nh.influence_sampler import INFLUENCE_DIR
+from nh_crossbasin.nh.influence_draw import INFLUENCE_DIR
 from nh_crossbasin.nh.run_dirs import load_trained_model, training_dataset
 
 

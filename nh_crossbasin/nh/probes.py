@@ -26,6 +26,7 @@ from torch import nn
 from nh_crossbasin.core.influence import CountSketch, influence_from_gradients, lookahead_from_losses
 
 LOGGER = logging.getLogger(__name__)
+_LOOP_LOGGED: set = set()
 
 
 @contextmanager
@@ -141,12 +142,28 @@ def batch_to_device(batch: Dict, device: torch.device, dtype: Optional[torch.dty
 
 
 def nh_loss_fn(loss_obj: nn.Module) -> Callable[[nn.Module, Dict], torch.Tensor]:
-    """The training loss of a batch as NH's trainer computes it (pre-model hook, forward, loss object)."""
+    """The training loss of a batch as NH's trainer computes it (pre-model hook, forward, loss object); the loss
+    object is kept as ``loss_fn.loss_obj`` (the batched gradients need it)."""
     def loss_fn(model: nn.Module, batch: Dict) -> torch.Tensor:
         data = model.pre_model_hook(batch, is_train=True)
         loss, _ = loss_obj(model(data), data)
         return loss
+    loss_fn.loss_obj = loss_obj
     return loss_fn
+
+
+@contextmanager
+def unweighted(loss_obj: nn.Module) -> Iterator[None]:
+    """The loss without per-basin weights inside the block (``xb_influence_apply: loss`` weights the training loss;
+    probes measure the unweighted one)."""
+    weights = getattr(loss_obj, "_basin_weights", None)
+    if weights is not None:
+        loss_obj.set_basin_weights(None)
+    try:
+        yield
+    finally:
+        if weights is not None:
+            loss_obj.set_basin_weights(weights)
 
 
 @dataclass
@@ -180,11 +197,23 @@ def probe_batches(dataset, probes: Sequence[np.ndarray], device, dtype=None) -> 
 
 
 def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optional[Dict]],
-                    params: Sequence[Tuple[str, nn.Parameter]], sketch: Optional[CountSketch] = None) -> ProbeGradients:
-    """One forward and backward per basin probe; gradients are flattened (and sketched) into rows.
+                    params: Sequence[Tuple[str, nn.Parameter]], sketch: Optional[CountSketch] = None,
+                    batched: bool = True) -> ProbeGradients:
+    """The probe gradient of every basin, flattened (and sketched) into rows.
 
-    Memory is ``n_basins × d`` (``d`` = number of selected parameters, or the sketch dimension).
+    For NH ``cudalstm`` and ``xb_ealstm`` (and ``batched``), all probes run in batched passes
+    (:mod:`nh_crossbasin.nh.batched_gradients`); otherwise one forward and backward per basin probe (logged once per
+    model class). Memory is ``n_basins × d`` (``d`` = number of selected parameters, or the sketch dimension).
     """
+    from nh_crossbasin.nh import batched_gradients
+    loss_obj = getattr(loss_fn, "loss_obj", None)
+    if batched and loss_obj is not None and batched_gradients.supports(model, params):
+        with probe_mode(model):
+            return batched_gradients.batched_probe_gradients(model, loss_obj, batches, params, sketch)
+    if batched and type(model).__name__ not in _LOOP_LOGGED:
+        _LOOP_LOGGED.add(type(model).__name__)
+        LOGGER.info(f"Probe gradients of {type(model).__name__} with these parameters come from one backward pass per "
+                    f"basin (batched passes: NH cudalstm and xb_ealstm, without embedding-network parameters).")
     tensors = [p for _, p in params]
     n_params = sum(p.numel() for p in tensors)
     device, dtype = tensors[0].device, tensors[0].dtype
@@ -203,7 +232,7 @@ def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optio
             norms[b] = flat.norm()
             grads[b] = sketch(flat) if sketch is not None else flat
             losses[b] = loss.detach()
-    return ProbeGradients(grads=grads, losses=losses, norms=norms, probe_sizes=_probe_sizes(batches))
+    return ProbeGradients(grads=grads, losses=losses, norms=norms, probe_sizes=probe_sizes(batches))
 
 
 def probe_losses(model: nn.Module, loss_fn: Callable, batches: Sequence[Optional[Dict]]) -> torch.Tensor:
@@ -288,7 +317,7 @@ def measure_influence(model: nn.Module, loss_fn: Callable, source_batches: Seque
         base = probe_losses(model, loss_fn, target_batches)
         stepped = lookahead_losses(model, loss_fn, target_batches, source.grads, params, learning_rate)
         target = ProbeGradients(grads=base[:, None] * float("nan"), losses=base, norms=base * float("nan"),
-                                probe_sizes=_probe_sizes(target_batches))
+                                probe_sizes=probe_sizes(target_batches))
         return InfluenceMeasurement(lookahead_from_losses(base, stepped), source, target)
     sketch = None
     if projection_dim:
@@ -299,5 +328,6 @@ def measure_influence(model: nn.Module, loss_fn: Callable, source_batches: Seque
     return InfluenceMeasurement(influence_from_gradients(target.grads, source.grads, measure), source, target)
 
 
-def _probe_sizes(batches: Sequence[Optional[Dict]]) -> np.ndarray:
+def probe_sizes(batches: Sequence[Optional[Dict]]) -> np.ndarray:
+    """Samples in each probe batch (0 for None)."""
     return np.array([0 if batch is None else len(batch["basin_index"]) for batch in batches])

@@ -1,6 +1,6 @@
 """Drawing training samples by basin weights: the mechanics of the influence sampler and its controls.
 
-:class:`WeightedDrawSampler` runs NH's own shuffle for the first ``xb_influence_warmup_epochs`` epochs, then draws
+:class:`WeightedDraw` runs NH's own shuffle for the first ``xb_influence_warmup_epochs`` epochs, then draws
 each epoch (NH's length) with replacement: basin ``s`` with probability ``q(s)``, then one of its samples uniformly
 (``xb_influence_basis: basin``), or every sample with probability proportional to ``q(s)`` (``samples``). With
 ``xb_influence_apply: loss`` the draw stays NH's shuffle and the weights go into the loss instead, as importance
@@ -16,25 +16,40 @@ Two controls use the same mechanics with fixed weights, so that a comparison cha
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
-from nh_crossbasin.config_keys import options
+from nh_crossbasin.config_keys import ConfigKey, at_least, options
 from nh_crossbasin.core.weights import basin_draw_probabilities
 from nh_crossbasin.nh.influence_meter import target_basins
-from nh_crossbasin.nh.samplers import BasinSampler
+from nh_crossbasin.nh.sampling import SamplingScheme
+from nh_crossbasin.registry import register_sampler
 
 LOGGER = logging.getLogger(__name__)
 WEIGHTED_LOSS = "xb_nse_star"
+WEIGHTED_DRAW_KEYS = (
+    ConfigKey("xb_influence_targets_file", None, "basin file of the target basins (region of interest) whose "
+              "loss the weights serve; null: all training basins", types=(Path,), nullable=True,
+              allowed="a basin file whose basins are all training basins, or null"),
+    ConfigKey("xb_influence_warmup_epochs", 1, "homogeneous epochs (NH's shuffle) before the first refresh",
+              types=(int,), check=at_least(0), allowed="an integer >= 0"),
+    ConfigKey("xb_influence_apply", "draw", "where the basin weights act: 'draw' (samples drawn by q with "
+              "replacement) or 'loss' (NH's shuffle, per-basin importance weights in the xb_nse_star loss)",
+              choices=("draw", "loss")),
+    ConfigKey("xb_influence_basis", "basin", "'basin': a sample of basin s is drawn with probability q(s)/n_s; "
+              "'samples': proportional to q(s) (NH's record-length weighting when q is uniform)",
+              choices=("basin", "samples")),
+)
 
 
 class _EpochIndices(Sampler):
     """The sample order of one epoch: NH's shuffle while no weights are drawn, weighted draws after that."""
 
-    def __init__(self, owner: "WeightedDrawSampler"):
+    def __init__(self, owner: "WeightedDraw"):
         self.owner = owner
         self.shuffle = RandomSampler(owner.dataset)
 
@@ -47,11 +62,11 @@ class _EpochIndices(Sampler):
         return iter(self.owner.draw_epoch().tolist())
 
 
-class WeightedDrawSampler(BasinSampler):
+class WeightedDraw(SamplingScheme):
     """Base class: NH's shuffle during warm-up, then a weighted draw (or weighted loss) by basin weights ``q``.
 
     Subclasses provide the weights: :meth:`fixed_weights` (set at the first epoch after warm-up) or
-    :meth:`set_basin_weights` at any time.
+    :meth:`set_basin_weights` at any time. The draw's config keys are :data:`WEIGHTED_DRAW_KEYS`.
 
     Parameters
     ----------
@@ -60,6 +75,8 @@ class WeightedDrawSampler(BasinSampler):
     dataset : nh_crossbasin.nh_adapter.BasinIndexedDataset
         The training dataset.
     """
+
+    config_keys = WEIGHTED_DRAW_KEYS
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -123,7 +140,8 @@ class WeightedDrawSampler(BasinSampler):
         return self._order[self._bounds[basins] + offsets]
 
 
-class UniformReplacementSampler(WeightedDrawSampler):
+@register_sampler("uniform_replacement")
+class UniformReplacementDraw(WeightedDraw):
     """Control of the influence sampler: the same draw with ``q`` uniform over all training basins
     (``xb_sampler: uniform_replacement``)."""
 
@@ -131,7 +149,8 @@ class UniformReplacementSampler(WeightedDrawSampler):
         return np.full(len(self.basins), 1.0 / len(self.basins))
 
 
-class TargetsReplacementSampler(WeightedDrawSampler):
+@register_sampler("targets_replacement")
+class TargetsReplacementDraw(WeightedDraw):
     """Control: the same draw with ``q`` uniform over the basins of ``xb_influence_targets_file``
     (``xb_sampler: targets_replacement``; training on the targets' own basins with NH's epoch length)."""
 

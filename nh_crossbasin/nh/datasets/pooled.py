@@ -86,7 +86,7 @@ class PooledDataset(BaseDataset):
         except NotImplementedError as err:
             raise ValueError(f"Config key 'xb_pooled_sources': {source.describe()} names a dataset NH does not know "
                              f"({err}); use an NH dataset name such as generic, camels_us, camels_de.") from err
-        return nh_adapter.dataset_view(cls, view, basins)
+        return nh_adapter.unloaded_dataset(cls, view, basins)
 
     @staticmethod
     def _from_source(source: Source, load: Callable, *args):
@@ -134,8 +134,8 @@ class PooledDataset(BaseDataset):
         nh_adapter.load_attributes_with(self, self._normalized_attributes)
 
     def _load_data(self):
-        """NH's data pipeline, normalised per source (``nh_adapter.load_data_with``)."""
-        nh_adapter.load_data_with(self, fit=self._fit_time_series_scaler, normalize=self._normalized_time_series)
+        """NH's data pipeline, normalised per source (``nh_adapter.load_data_normalised_with``)."""
+        nh_adapter.load_data_normalised_with(self, fit=self._fit_time_series_scaler, normalize=self._normalized_time_series)
 
     def _normalized_attributes(self, frame: pd.DataFrame, fit: bool) -> pd.DataFrame:
         if fit:

@@ -11,6 +11,7 @@ from neuralhydrology.modelzoo.head import get_head
 from neuralhydrology.modelzoo.inputlayer import InputLayer
 from neuralhydrology.utils.config import Config
 
+from nh_crossbasin.registry import register_model
 from nh_crossbasin.core.ealstm_weights import (ealstm_cell_states, fused_ealstm, fused_state_dict_to_nh,
                                                nh_dynamic_gates_to_fused, nh_like_initial_dynamic_gates,
                                                nh_state_dict_to_fused)
@@ -20,6 +21,7 @@ LOGGER = logging.getLogger(__name__)
 CELL_STATE_MODES = ("auto", "sequence", "last")
 
 
+@register_model("xb_ealstm")
 class FusedEALSTM(BaseModel):
     """Entity-Aware LSTM (Kratzert et al. 2019) with the maths of NH's ``ealstm`` at the speed of ``cudalstm``.
 

@@ -1,8 +1,8 @@
-"""Samplers decide which training samples make up an epoch (config key ``xb_sampler``).
+"""Sampling schemes decide which training samples make up an epoch (config key ``xb_sampler``).
 
-A sampler is built once per training run by :class:`~nh_crossbasin.nh.trainer.CrossBasinTrainer` and hands NH's
-training loop its data loader. ``uniform`` is NH's own behaviour (a shuffled pass over all samples); the
-gradient-influence sampler lives in :mod:`nh_crossbasin.nh.influence_sampler`.
+A sampling scheme is built once per training run by :class:`~nh_crossbasin.nh.trainer.CrossBasinTrainer` and hands
+NH's training loop its data loader. ``uniform`` is NH's own behaviour (a shuffled pass over all samples); the
+weighted draws live in :mod:`nh_crossbasin.nh.weighted_draw` and :mod:`nh_crossbasin.nh.influence_draw`.
 """
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from typing import Any, Dict
 
 from torch.utils.data import DataLoader
 
+from nh_crossbasin.registry import register_sampler
 
-class BasinSampler:
-    """Base class of training samplers.
+
+class SamplingScheme:
+    """Base class of sampling schemes: builds the loader of each epoch and is told when an epoch starts.
 
     Parameters
     ----------
@@ -42,7 +44,8 @@ class BasinSampler:
         """Restore from :meth:`state_dict`."""
 
 
-class UniformSampler(BasinSampler):
+@register_sampler("uniform")
+class NHShuffle(SamplingScheme):
     """NH's homogeneous sampling: every sample once per epoch, in shuffled order (``xb_sampler: uniform``)."""
 
     def data_loader(self) -> DataLoader:

@@ -28,7 +28,8 @@ from nh_crossbasin.config_keys import ConfigKey, at_least, between, options
 from nh_crossbasin.core.influence import MEASURES
 from nh_crossbasin.files import next_free_path
 from nh_crossbasin.nh.influence_meter import InfluenceMeter, add_weights, target_basins
-from nh_crossbasin.nh.weighted_draw import WeightedDrawSampler
+from nh_crossbasin.nh.weighted_draw import WeightedDraw
+from nh_crossbasin.registry import register_sampler
 
 LOGGER = logging.getLogger(__name__)
 INFLUENCE_DIR = "influence"
@@ -43,11 +44,6 @@ def _params_check(value) -> Optional[str]:
 
 
 INFLUENCE_KEYS = (
-    ConfigKey("xb_influence_targets_file", None, "basin file of the target basins (region of interest) whose "
-              "loss the weights serve; null: all training basins", types=(Path,), nullable=True,
-              allowed="a basin file whose basins are all training basins, or null"),
-    ConfigKey("xb_influence_warmup_epochs", 1, "homogeneous epochs (NH's shuffle) before the first refresh",
-              types=(int,), check=at_least(0), allowed="an integer >= 0"),
     ConfigKey("xb_influence_refresh_every", 1, "epochs between influence refreshes", types=(int,),
               check=at_least(1), allowed="an integer >= 1"),
     ConfigKey("xb_influence_probe_size", 64, "training sequences per basin in each of its two disjoint probes "
@@ -66,9 +62,6 @@ INFLUENCE_KEYS = (
     ConfigKey("xb_influence_aggregate", "per_target", "how target rows become basin weights q: 'per_target' "
               "(mean over targets of each target's softmax weights) or 'mean_influence' (DoGE-style: one softmax of "
               "the target-mean influence row)", choices=("per_target", "mean_influence")),
-    ConfigKey("xb_influence_apply", "draw", "where the basin weights act: 'draw' (samples drawn by q with "
-              "replacement) or 'loss' (NH's shuffle, per-basin importance weights in the xb_nse_star loss)",
-              choices=("draw", "loss")),
     ConfigKey("xb_influence_uniform_mix", 0.1, "share ε of uniform weight mixed into each target's weights",
               types=(float,), check=between(0.0, 1.0), allowed="a number in [0, 1]"),
     ConfigKey("xb_influence_self_floor", 0.0, "minimum weight of a target's own basin", types=(float,),
@@ -76,9 +69,6 @@ INFLUENCE_KEYS = (
     ConfigKey("xb_influence_smoothing", 0.0, "weight of the previous influence matrix in an exponential moving "
               "average across refreshes", types=(float,), check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
               allowed="a number in [0, 1)"),
-    ConfigKey("xb_influence_basis", "basin", "'basin': a sample of basin s is drawn with probability q(s)/n_s; "
-              "'samples': proportional to q(s) (NH's record-length weighting when q is uniform)",
-              choices=("basin", "samples")),
     ConfigKey("xb_influence_lookahead_lr", None, "step size η of the lookahead measure; null: the optimizer's "
               "current learning rate", types=(float,), nullable=True, check=at_least(0.0, inclusive=False),
               allowed="a number > 0 or null"),
@@ -87,16 +77,12 @@ INFLUENCE_KEYS = (
 
 
 
-class InfluenceSampler(WeightedDrawSampler):
-    """Samples training data by per-target gradient influence (see the module docstring).
+@register_sampler("influence")
+class InfluenceWeightedDraw(WeightedDraw):
+    """Samples training data by per-target gradient influence (see the module docstring); built like every
+    :class:`~nh_crossbasin.nh.weighted_draw.WeightedDraw`, from the run configuration and the training dataset."""
 
-    Parameters
-    ----------
-    cfg : neuralhydrology.utils.config.Config
-        The run configuration (``xb_influence_*`` keys).
-    dataset : nh_crossbasin.nh_adapter.BasinIndexedDataset
-        The training dataset.
-    """
+    config_keys = WeightedDraw.config_keys + INFLUENCE_KEYS
 
     @classmethod
     def check_config(cls, cfg) -> None:

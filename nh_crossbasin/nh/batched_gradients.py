@@ -1,0 +1,186 @@
+"""All basins' probe gradients from batched forward/backward passes (exact), for NH ``cudalstm`` and ``xb_ealstm``.
+
+The per-basin loop of :func:`nh_crossbasin.nh.probes.probe_gradients` runs one forward and one backward per basin.
+Here the probes of many basins run as one batch through an explicit recurrence (:mod:`nh_crossbasin.core.recurrence`)
+whose gate pre-activations are autograd nodes. One backward of the sum of the basins' probe losses gives every
+sample's per-step gate deltas -- samples are independent, so a sample's deltas are those of its own basin's loss --
+and each basin's recurrent-weight gradients are then one matrix product over its samples and steps. The head's
+gradients are the per-basin gradients of the head alone on the (detached) hidden states: one forward of the
+recurrence when only head parameters count (``xb_influence_params: [head]``). Chunks of at most ``max_sequences``
+probe sequences bound the memory.
+
+Other models, and selections that include parameters of an embedding network, use the per-basin loop.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from nh_crossbasin.core.influence import CountSketch
+from nh_crossbasin.core.recurrence import ealstm_recurrence, lstm_recurrence, weight_gradients
+
+LSTM_PARAMS = ("lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0")
+EALSTM_PARAMS = ("input_gate.weight", "input_gate.bias", "dynamic_gates.weight_ih", "dynamic_gates.weight_hh",
+                 "dynamic_gates.bias")
+
+
+def model_family(model: nn.Module) -> Optional[str]:
+    """``"lstm"`` for NH's ``cudalstm``, ``"ealstm"`` for ``xb_ealstm``, None for models of the per-basin loop."""
+    name = f"{type(model).__module__}.{type(model).__name__}"
+    if name == "neuralhydrology.modelzoo.cudalstm.CudaLSTM":
+        return "lstm"
+    if name == "nh_crossbasin.nh.models.fused_ealstm.FusedEALSTM":
+        return "ealstm"
+    return None
+
+
+def supports(model: nn.Module, params: Sequence[Tuple[str, nn.Parameter]]) -> bool:
+    """Whether the batched pass computes the gradients of ``params`` of ``model`` (else: the per-basin loop)."""
+    family = model_family(model)
+    if family is None:
+        return False
+    known = set(LSTM_PARAMS if family == "lstm" else EALSTM_PARAMS)
+    return all(name in known or name.startswith("head.") for name, _ in params)
+
+
+def concatenate(batches: Sequence[Dict]) -> Dict:
+    """Collated NH batches joined along the sample axis (tensors, numpy arrays, nested dicts)."""
+    first = batches[0]
+    out = {}
+    for key, value in first.items():
+        parts = [b[key] for b in batches]
+        if isinstance(value, dict):
+            out[key] = concatenate(parts)
+        elif isinstance(value, torch.Tensor):
+            out[key] = torch.cat(parts, dim=0)
+        else:
+            out[key] = np.concatenate(parts, axis=0)
+    return out
+
+
+def take(batch: Dict, rows: slice) -> Dict:
+    """The samples ``rows`` of a batch (or of a prediction dict)."""
+    return {k: take(v, rows) if isinstance(v, dict) else v[rows] for k, v in batch.items()}
+
+
+def batched_probe_gradients(model: nn.Module, loss_obj: nn.Module, batches: Sequence[Optional[Dict]],
+                            params: Sequence[Tuple[str, nn.Parameter]], sketch: Optional[CountSketch] = None,
+                            max_sequences: int = 256):
+    """Per-basin probe gradients (rows in the order of ``batches``; NaN rows for None), as
+    :func:`~nh_crossbasin.nh.probes.probe_gradients` computes them one basin at a time.
+
+    Parameters
+    ----------
+    model : nn.Module
+        NH ``cudalstm`` or ``xb_ealstm`` (see :func:`supports`), in probe mode (train mode, dropout off).
+    loss_obj : nn.Module
+        The run's NH loss object.
+    batches : sequence of dict or None
+        One collated, device-resident probe batch per basin.
+    params : sequence of (name, parameter)
+        The parameters whose gradients count, in the order of the gradient rows.
+    sketch : CountSketch, optional
+        Count-sketch each basin's gradient.
+    max_sequences : int
+        Probe sequences per batched pass (bounds the memory).
+
+    Returns
+    -------
+    nh_crossbasin.nh.probes.ProbeGradients
+    """
+    from nh_crossbasin.nh.probes import ProbeGradients, probe_sizes
+    tensors = [p for _, p in params]
+    n_params = sum(p.numel() for p in tensors)
+    device, dtype = tensors[0].device, tensors[0].dtype
+    width = sketch.n_outputs if sketch is not None else n_params
+    grads = torch.full((len(batches), width), float("nan"), device=device, dtype=dtype)
+    losses = torch.full((len(batches),), float("nan"), device=device, dtype=dtype)
+    norms = torch.full((len(batches),), float("nan"), device=device, dtype=dtype)
+    for chunk in _chunks(batches, max_sequences):
+        for b, (loss, flat) in zip(chunk, _chunk_gradients(model, loss_obj, [batches[b] for b in chunk], params)):
+            losses[b] = loss
+            norms[b] = flat.norm()
+            grads[b] = sketch(flat) if sketch is not None else flat
+    return ProbeGradients(grads=grads, losses=losses, norms=norms, probe_sizes=probe_sizes(batches))
+
+
+def _chunks(batches: Sequence[Optional[Dict]], max_sequences: int) -> List[List[int]]:
+    chunks, current, size = [], [], 0
+    for b, batch in enumerate(batches):
+        if batch is None:
+            continue
+        n = len(batch["basin_index"])
+        if current and size + n > max_sequences:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(b)
+        size += n
+    return chunks + ([current] if current else [])
+
+
+def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
+                     params: Sequence[Tuple[str, nn.Parameter]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(loss, flat gradient)`` of every basin of one chunk."""
+    family = model_family(model)
+    names = [name for name, _ in params]
+    recurrent = [n for n in names if not n.startswith("head.")]
+    head_params = [(n, p) for n, p in params if n.startswith("head.")]
+    sizes = [len(batch["basin_index"]) for batch in batches]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    rows = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    data = model.pre_model_hook(concatenate(batches), is_train=True)
+    with torch.set_grad_enabled(bool(recurrent)):
+        if family == "lstm":
+            x = model.embedding_net(data).detach()
+            lstm = model.lstm
+            run = lstm_recurrence(x, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            inputs = x
+        else:
+            x_d, x_s = model.embedding_net(data, concatenate_output=False)
+            if x_s is None:
+                raise ValueError("Need x_s or x_one_hot in forward pass.")
+            x_d, x_s = x_d.detach(), x_s.detach()
+            gates = model.dynamic_gates
+            run = ealstm_recurrence(x_d, x_s, model.input_gate.weight, model.input_gate.bias, gates.weight_ih,
+                                    gates.weight_hh, gates.bias)
+            inputs = x_d
+        features = model.dropout(run.h.transpose(0, 1))
+    per_name: Dict[str, List[torch.Tensor]] = {}
+    if recurrent:
+        prediction = model.head(features)
+        total = sum(loss_obj(take(prediction, r), take(data, r))[0] for r in rows)
+        wanted = [run.pre] + ([run.input_gate_pre] if family == "ealstm" and any(
+            n.startswith("input_gate.") for n in recurrent) else [])
+        deltas = torch.autograd.grad(total, wanted)
+        delta = deltas[0]
+        for r in rows:
+            d, z, hp = delta[:, r], inputs[:, r], run.h_previous[:, r]
+            if family == "lstm":
+                bias = d.sum(dim=(0, 1))
+                values = {"lstm.weight_ih_l0": weight_gradients(d, z), "lstm.weight_hh_l0": weight_gradients(d, hp),
+                          "lstm.bias_ih_l0": bias, "lstm.bias_hh_l0": bias}
+            else:
+                values = {"dynamic_gates.weight_ih": weight_gradients(d, z),
+                          "dynamic_gates.weight_hh": weight_gradients(d, hp), "dynamic_gates.bias": d.sum(dim=(0, 1))}
+                if len(deltas) > 1:  # deltas of the input gate's pre-activation W_i x_s + b_i, one per sample
+                    d_gate = deltas[1][r]
+                    values["input_gate.weight"] = d_gate.t() @ x_s[r]
+                    values["input_gate.bias"] = d_gate.sum(dim=0)
+            for name in recurrent:
+                per_name.setdefault(name, []).append(values[name])
+    detached = features.detach()
+    results = []
+    for i, r in enumerate(rows):
+        with torch.set_grad_enabled(bool(head_params)):
+            loss, _ = loss_obj(model.head(detached[r]), take(data, r))
+        head_grads = dict(zip([n for n, _ in head_params], torch.autograd.grad(
+            loss, [p for _, p in head_params], allow_unused=True))) if head_params else {}
+        parts = []
+        for name, p in params:
+            g = per_name[name][i] if name in per_name else head_grads.get(name)
+            parts.append((g if g is not None else torch.zeros_like(p)).reshape(-1))
+        results.append((loss.detach(), torch.cat(parts)))
+    return results
