@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from io import StringIO
 from pathlib import Path
@@ -45,6 +46,7 @@ import pandas as pd
 from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, as in the runs it starts (run the script from REPO)
 CARAVAN = REPO.parent / "shared" / "data" / "camels_us_caravan"
 REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "high_prec_freq", "high_prec_dur",
                 "low_prec_freq", "low_prec_dur", "elev_mean", "slope_mean", "area_gages2", "frac_forest", "lai_max",

@@ -5,6 +5,11 @@ G Gᵀ, weights) for N synthetic basins with the fused EA-LSTM (``xb_ealstm``) a
 Prints seconds, ms per basin, the size of the gradient matrix (n_basins × n_parameters: memory grows linearly in
 both, never with basins² × parameters) and, on CUDA, the peak GPU memory.
 
+``gradients``: the probe gradients of N synthetic basins (hidden 256, sequence 270, probe 16 by default), per-basin
+loop vs batched passes (:mod:`nh_crossbasin.nh.batched_gradients`), for all parameters and for the head only, the two
+methods taking turns in one run so that the ratio is fair on a shared machine; checks that both give the same
+numbers.
+
 ``epoch-ratio``: on real basins (default: the 119 dev basins of ../shared/data/camels_us_caravan, the reference
 config's shapes), the cost of a heterogeneous epoch with one refresh relative to a homogeneous epoch:
 ``(updates × step + refresh) / (updates × step)``, from the measured training-step time (forward + backward + Adam
@@ -18,6 +23,7 @@ Examples
     python benchmarks/influence.py refresh --basins 531 1678 --device cuda:0
     python benchmarks/influence.py refresh --basins 60 --device cpu
     python benchmarks/influence.py epoch-ratio --device cpu --steps 5
+    python benchmarks/influence.py gradients --basins 531 --model xb_ealstm cudalstm --device cpu --repeats 1
 """
 from __future__ import annotations
 
@@ -153,6 +159,42 @@ def epoch_ratio_benchmark(args) -> None:
     print(f"influence refresh {refresh:.2f} s -> heterogeneous/homogeneous epoch cost {(epoch + refresh) / epoch:.4f}")
 
 
+def gradients_benchmark(args) -> None:
+    from nh_crossbasin.nh.probes import (draw_probes, nh_loss_fn, probe_batches, probe_gradients, probe_mode,
+                                         select_parameters)
+    from nh_crossbasin.synth import generate_basins
+    device = torch.device(args.device)
+    print(f"probe gradients of {args.basins} basins, hidden {args.hidden}, seq {args.seq}, probe {args.probe}, "
+          f"device {device}, {torch.get_num_threads()} threads; per-basin loop vs batched passes, taking turns")
+    print(f"{'model':>10s}{'params':>8s}{'loop s':>9s}{'batched s':>11s}{'speed-up':>10s}{'max rel diff':>14s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = generate_basins(Path(tmp) / "data", n_basins=args.basins, n_regimes=2, years=args.years, seed=0)
+        for model_name in args.model:
+            cfg_dict = dict(summary.nh_config_entries(), model=model_name, head="regression", hidden_size=args.hidden,
+                            initial_forget_bias=3, output_dropout=0.4, seq_length=args.seq, predict_last_n=1,
+                            loss="xb_nse_star", batch_size=256, experiment_name="bench", seed=1, device=args.device)
+            cfg, dataset, model, loss_obj = build(cfg_dict, Path(tmp) / f"run_{model_name}", device)
+            probes = draw_probes(dataset.sample_basin_index, len(dataset.basins), args.probe, seed=(1, 1))
+            batches = probe_batches(dataset, probes.source, device)
+            loss_fn = nh_loss_fn(loss_obj)
+            for label, names in (("all", None), ("head", ["head"])):
+                params = select_parameters(model, names)
+                timings = {True: [], False: []}
+                results = {}
+                for _ in range(args.repeats):
+                    for batched in (False, True):
+                        _sync(device)
+                        start = time.perf_counter()
+                        results[batched] = probe_gradients(model, loss_fn, batches, params, batched=batched)
+                        _sync(device)
+                        timings[batched].append(time.perf_counter() - start)
+                loop, fast = statistics.median(timings[False]), statistics.median(timings[True])
+                diff = float((results[True].grads - results[False].grads).abs().max()
+                             / results[False].grads.abs().max())
+                print(f"{model_name:>10s}{label:>8s}{loop:9.2f}{fast:11.2f}{loop / fast:10.2f}{diff:14.1e}",
+                      flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -168,6 +210,15 @@ def main() -> None:
     refresh.add_argument("--years", type=int, default=4, help="years of synthetic data per basin")
     refresh.add_argument("--measure", default="dot", choices=["dot", "cosine"])
     refresh.add_argument("--projection-dim", type=int, default=None)
+    grads = sub.add_parser("gradients")
+    grads.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
+    grads.add_argument("--hidden", type=int, default=256)
+    grads.add_argument("--seq", type=int, default=270)
+    grads.add_argument("--probe", type=int, default=16)
+    grads.add_argument("--repeats", type=int, default=1)
+    grads.add_argument("--basins", type=int, default=531)
+    grads.add_argument("--years", type=int, default=3)
+    grads.add_argument("--model", nargs="+", default=["xb_ealstm", "cudalstm"])
     ratio = sub.choices["epoch-ratio"]
     ratio.add_argument("--data", default=str(CARAVAN))
     ratio.add_argument("--basin-file", default="basins_dev.txt")
@@ -175,7 +226,7 @@ def main() -> None:
     ratio.add_argument("--batch-size", type=int, default=256)
     ratio.add_argument("--steps", type=int, default=10, help="timed training steps (after one warm-up step)")
     args = parser.parse_args()
-    (refresh_benchmark if args.mode == "refresh" else epoch_ratio_benchmark)(args)
+    {"refresh": refresh_benchmark, "epoch-ratio": epoch_ratio_benchmark, "gradients": gradients_benchmark}[args.mode](args)
 
 
 if __name__ == "__main__":

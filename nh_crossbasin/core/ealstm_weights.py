@@ -289,7 +289,7 @@ def ealstm_cell_states(x_d: torch.Tensor, h: torch.Tensor, input_gate: torch.Ten
     update = input_gate * torch.tanh(forget_and_cell[..., hidden_size:])
     cell_states = []
     c = torch.zeros_like(input_gate)
-    for t in range(x_d.shape[0]):
-        c = torch.addcmul(update[t], forget[t], c)
+    for update_t, forget_t in zip(update.unbind(0), forget.unbind(0)):  # unbind: indexing would make the
+        c = torch.addcmul(update_t, forget_t, c)                         # backward quadratic in T
         cell_states.append(c)
     return torch.stack(cell_states, dim=0)

@@ -1,10 +1,11 @@
-"""Explicit LSTM and EA-LSTM recurrences that expose their gate pre-activations (pure torch, no NH).
+"""LSTM and EA-LSTM recurrences that expose their gate pre-activations (pure torch, no NH).
 
-Both compute the input projections of all time steps at once (one large matrix product) and iterate time with
-``unbind`` (indexing a tensor inside a recorded loop would make the backward quadratic in the sequence length). The
-pre-activation tensor they return is a node of the autograd graph: the gradient of any loss with respect to it is the
-per-step gate delta ``δ[t]`` of every sample, from which the gradient of every recurrent weight of any subset of the
-samples is one matrix product over all steps:
+Both compute the input projections of all time steps at once (one large matrix product) and hand them to the fused
+LSTM kernel (``torch.lstm``: cuDNN on GPU, oneDNN or ATen's C++ loop on CPU) as its input, with identity input
+weights, so that the recurrence runs in the kernel and the projection is a separate tensor. That tensor is a leaf of
+the autograd graph: the gradient of any loss with respect to it is the per-step gate delta ``δ[t]`` of every
+sample, from which the gradient of every recurrent weight of any subset of the samples is one matrix product over all
+steps:
 
 ``dW_ih = Σ_t δ[t]ᵀ x[t]``, ``dW_hh = Σ_t δ[t]ᵀ h[t-1]``, ``db = Σ_t δ[t]``.
 
@@ -32,9 +33,26 @@ class Recurrence:
     input_gate_pre: Optional[torch.Tensor] = None  # [B, H] EA-LSTM: W_i x_s + b_i
 
 
+def projected_lstm(pre: torch.Tensor, weight_hh: torch.Tensor) -> tuple:
+    """``torch.lstm`` on given gate pre-activations: ``gates[t] = pre[t] + h[t-1] W_hhᵀ`` (gate order i, f, g, o).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(h [T, B, H], c_last [B, H])``.
+    """
+    hidden_size = weight_hh.shape[1]
+    identity = torch.eye(4 * hidden_size, dtype=pre.dtype, device=pre.device)
+    zeros = pre.new_zeros(4 * hidden_size)
+    state = pre.new_zeros(1, pre.shape[1], hidden_size)
+    h, _, c_last = torch.lstm(pre, (state, state), [identity, weight_hh, zeros, zeros], True, 1, 0.0, True, False,
+                              False)
+    return h, c_last[0]
+
+
 def lstm_recurrence(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor,
                     bias_hh: torch.Tensor) -> Recurrence:
-    """One-layer LSTM, exactly ``nn.LSTM``'s maths (zero initial states).
+    """One-layer LSTM, exactly ``nn.LSTM``'s maths (zero initial states); ``pre`` is a leaf (weights detached).
 
     Parameters
     ----------
@@ -43,25 +61,18 @@ def lstm_recurrence(x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.T
     weight_ih, weight_hh, bias_ih, bias_hh : torch.Tensor
         ``nn.LSTM``'s ``weight_ih_l0`` ``[4H, D]``, ``weight_hh_l0`` ``[4H, H]``, ``bias_ih_l0``, ``bias_hh_l0``.
     """
-    hidden_size = weight_hh.shape[1]
-    pre = F.linear(x, weight_ih, bias_ih + bias_hh)
-    h = x.new_zeros(x.shape[1], hidden_size)
-    c = torch.zeros_like(h)
-    hs = []
-    for pre_t in pre.unbind(0):
-        gates = torch.addmm(pre_t, h, weight_hh.t())
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        hs.append(h)
-    h_all = torch.stack(hs, dim=0)
-    return Recurrence(h=h_all, h_previous=_previous(h_all), pre=pre, c_last=c)
+    with torch.no_grad():
+        pre = F.linear(x, weight_ih, bias_ih + bias_hh)
+    pre.requires_grad_(torch.is_grad_enabled())
+    h, c_last = projected_lstm(pre, weight_hh.detach())
+    return Recurrence(h=h, h_previous=_previous(h.detach()), pre=pre, c_last=c_last)
 
 
 def ealstm_recurrence(x_d: torch.Tensor, x_s: torch.Tensor, input_gate_weight: torch.Tensor,
                       input_gate_bias: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
                       bias: torch.Tensor) -> Recurrence:
-    """EA-LSTM (Kratzert et al. 2019), exactly NH's ``ealstm`` maths (zero initial states).
+    """EA-LSTM (Kratzert et al. 2019), exactly NH's ``ealstm`` maths (zero initial states); ``pre`` (dynamic gates
+    f, g, o) and ``input_gate_pre`` (``W_i x_s + b_i``) are leaves (weights detached).
 
     Parameters
     ----------
@@ -75,20 +86,16 @@ def ealstm_recurrence(x_d: torch.Tensor, x_s: torch.Tensor, input_gate_weight: t
         Dynamic gates, fused layout: ``[3H, D]``, ``[3H, H]``, ``[3H]``, gate rows (f, g, o).
     """
     hidden_size = weight_hh.shape[1]
-    input_gate_pre = F.linear(x_s, input_gate_weight, input_gate_bias)
-    input_gate = torch.sigmoid(input_gate_pre)
-    pre = F.linear(x_d, weight_ih, bias)
-    h = x_d.new_zeros(x_d.shape[1], hidden_size)
-    c = torch.zeros_like(h)
-    hs = []
-    for pre_t in pre.unbind(0):
-        gates = torch.addmm(pre_t, h, weight_hh.t())
-        f, g, o = gates.chunk(3, dim=1)
-        c = torch.sigmoid(f) * c + input_gate * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        hs.append(h)
-    h_all = torch.stack(hs, dim=0)
-    return Recurrence(h=h_all, h_previous=_previous(h_all), pre=pre, c_last=c, input_gate_pre=input_gate_pre)
+    with torch.no_grad():
+        input_gate_pre = F.linear(x_s, input_gate_weight, input_gate_bias)
+        pre = F.linear(x_d, weight_ih, bias)
+    grad = torch.is_grad_enabled()
+    input_gate_pre.requires_grad_(grad)
+    pre.requires_grad_(grad)
+    four_gates = torch.cat([input_gate_pre.unsqueeze(0).expand(pre.shape[0], -1, -1), pre], dim=-1)
+    recurrent = torch.cat([weight_hh.new_zeros(hidden_size, hidden_size), weight_hh.detach()], dim=0)
+    h, c_last = projected_lstm(four_gates, recurrent)
+    return Recurrence(h=h, h_previous=_previous(h.detach()), pre=pre, c_last=c_last, input_gate_pre=input_gate_pre)
 
 
 def _previous(h: torch.Tensor) -> torch.Tensor:
@@ -98,3 +105,58 @@ def _previous(h: torch.Tensor) -> torch.Tensor:
 def weight_gradients(delta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """``Σ_t δ[t]ᵀ inputs[t]`` over the steps and samples given: ``[G, D]`` from ``[T, n, G]`` and ``[T, n, D]``."""
     return delta.reshape(-1, delta.shape[-1]).t() @ inputs.reshape(-1, inputs.shape[-1])
+
+
+class _RecurrentWeightTap(torch.autograd.Function):
+    """Identity on the gate pre-activations whose backward also returns the recurrent weight's gradient as one
+    matrix product over all steps, ``dW_hh = Σ_t δ[t]ᵀ h[t-1]``, from the hidden states the recurrence stores in
+    ``states`` after this node was applied (the loop itself uses the detached weight, so autograd never forms the
+    per-step weight products)."""
+
+    @staticmethod
+    def forward(ctx, pre, weight_hh, states):
+        ctx.states = states
+        return pre.view_as(pre)
+
+    @staticmethod
+    def backward(ctx, delta):
+        h_previous = torch.stack(ctx.states, dim=0)  # h[t-1] of every step, stored by the loop
+        grad_weight = weight_gradients(delta, h_previous) if ctx.needs_input_grad[1] else None
+        return delta, grad_weight, None
+
+
+def ealstm_loop(x_d: torch.Tensor, input_gate: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
+                bias: torch.Tensor) -> tuple:
+    """The EA-LSTM recurrence on CPU: three recurrent gates per step, everything else outside the loop.
+
+    The dynamic-gate input projections of all steps are one matrix product (its backward gives ``dW_ih`` and ``db``
+    as one product each), the input gate is given, time is iterated with ``unbind``, and the recurrent weight's
+    gradient is one product over all steps (:class:`_RecurrentWeightTap`). Same maths as NH's ``ealstm``.
+
+    Parameters
+    ----------
+    x_d : torch.Tensor
+        Dynamic inputs ``[T, B, D]``.
+    input_gate : torch.Tensor
+        ``σ(W_i x_s + b_i)``, ``[B, H]``.
+    weight_ih, weight_hh, bias : torch.Tensor
+        Dynamic gates, fused layout: ``[3H, D]``, ``[3H, H]``, ``[3H]``, gate rows (f, g, o).
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(h [T, B, H], c_last [B, H])``.
+    """
+    states: list = []
+    pre = F.linear(x_d, weight_ih, bias)
+    if torch.is_grad_enabled() and weight_hh.requires_grad:
+        pre = _RecurrentWeightTap.apply(pre, weight_hh, states)
+    recurrent = weight_hh.detach().t()
+    h = x_d.new_zeros(x_d.shape[1], weight_hh.shape[1])
+    c = torch.zeros_like(h)
+    for pre_t in pre.unbind(0):
+        states.append(h)
+        f, g, o = torch.addmm(pre_t, h, recurrent).chunk(3, dim=1)
+        c = torch.addcmul(torch.sigmoid(f) * c, input_gate, torch.tanh(g))
+        h = torch.sigmoid(o) * torch.tanh(c)
+    return torch.stack(states[1:] + [h], dim=0), c

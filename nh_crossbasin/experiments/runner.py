@@ -73,6 +73,9 @@ def execute(task: Task, gpu: Optional[int] = None, threads: Optional[int] = None
     if done is not None:
         return dict(result, run_dir=str(done))
     env = dict(os.environ)
+    # the run imports the same nh_crossbasin as this process (an installed one, or a checkout on sys.path)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     mode = task.mode

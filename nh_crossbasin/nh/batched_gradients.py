@@ -157,7 +157,7 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
         deltas = torch.autograd.grad(total, wanted)
         delta = deltas[0]
         for r in rows:
-            d, z, hp = delta[:, r], inputs[:, r], run.h_previous[:, r]
+            d, z, hp = delta[:, r], inputs[:, r], run.h_previous[:, r].detach()
             if family == "lstm":
                 bias = d.sum(dim=(0, 1))
                 values = {"lstm.weight_ih_l0": weight_gradients(d, z), "lstm.weight_hh_l0": weight_gradients(d, hp),
@@ -172,6 +172,7 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
             for name in recurrent:
                 per_name.setdefault(name, []).append(values[name])
     detached = features.detach()
+    per_name = {name: [g.detach() for g in values] for name, values in per_name.items()}
     results = []
     for i, r in enumerate(rows):
         with torch.set_grad_enabled(bool(head_params)):
@@ -182,5 +183,5 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
         for name, p in params:
             g = per_name[name][i] if name in per_name else head_grads.get(name)
             parts.append((g if g is not None else torch.zeros_like(p)).reshape(-1))
-        results.append((loss.detach(), torch.cat(parts)))
+        results.append((loss.detach(), torch.cat(parts).detach()))
     return results

@@ -11,6 +11,7 @@ from neuralhydrology.modelzoo.head import get_head
 from neuralhydrology.modelzoo.inputlayer import InputLayer
 from neuralhydrology.utils.config import Config
 
+from nh_crossbasin.core.recurrence import ealstm_loop
 from nh_crossbasin.registry import register_model
 from nh_crossbasin.core.ealstm_weights import (ealstm_cell_states, fused_ealstm, fused_state_dict_to_nh,
                                                nh_dynamic_gates_to_fused, nh_like_initial_dynamic_gates,
@@ -41,14 +42,16 @@ class FusedEALSTM(BaseModel):
     converted on ``load_state_dict``. With the same random state, the initial weights equal NH's ``ealstm``'s.
 
     Output keys as NH's ``ealstm``: ``y_hat`` (and the head's other keys), ``h_n`` ``[B, T, H]`` and ``c_n``.
-    The fused kernel returns only the last cell state; the full cell-state sequence costs one more matrix
-    product over the sequence and is computed according to :attr:`cell_states`:
+    On a GPU the recurrence is one fused cuDNN call; on the CPU it is :func:`nh_crossbasin.core.recurrence.ealstm_loop`
+    (three recurrent gates per step, the input projections of all steps and the static input gate computed once per
+    batch, the recurrent weight gradient as one product over all steps). Both return only the last cell state; the
+    full cell-state sequence costs one more matrix product over the sequence and is computed according to
+    :attr:`cell_states`:
 
-    - ``"auto"`` (default): ``c_n`` is the full sequence ``[B, T, H]`` (as NH's ``ealstm``) when gradients are off
-      (NH's evaluation and validation, analysis), and the last state ``[B, 1, H]`` (as NH's ``cudalstm``) when
-      gradients are on (training, where NH never reads ``c_n``);
-    - ``"sequence"``: always ``[B, T, H]`` (differentiable);
-    - ``"last"``: always ``[B, 1, H]``.
+    - ``"auto"`` (default) and ``"last"``: ``c_n`` is the last state ``[B, 1, H]`` (as NH's ``cudalstm``); NH never
+      reads ``c_n`` in training, validation or test, so forward passes compute only what NH reads;
+    - ``"sequence"``: always ``[B, T, H]`` (differentiable), as NH's ``ealstm`` returns it (for analyses of the
+      cell states).
 
     Parameters
     ----------
@@ -81,8 +84,6 @@ class FusedEALSTM(BaseModel):
     def _wants_cell_state_sequence(self) -> bool:
         if self.cell_states not in CELL_STATE_MODES:
             raise ValueError(f"cell_states must be one of {CELL_STATE_MODES}, got {self.cell_states!r}.")
-        if self.cell_states == "auto":
-            return not torch.is_grad_enabled()
         return self.cell_states == "sequence"
 
     def forward(self, data: Dict[str, torch.Tensor | Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
@@ -103,10 +104,17 @@ class FusedEALSTM(BaseModel):
         if x_s is None:
             raise ValueError('Need x_s or x_one_hot in forward pass.')
         gates = self.dynamic_gates
-        h, _, c_last = fused_ealstm(x_d, x_s, self.input_gate.weight, self.input_gate.bias, gates.weight_ih,
-                                    gates.weight_hh, gates.bias, train=self.training)
-        if self._wants_cell_state_sequence():
+        input_gate = None
+        if x_d.is_cuda:
+            h, _, c_last = fused_ealstm(x_d, x_s, self.input_gate.weight, self.input_gate.bias, gates.weight_ih,
+                                        gates.weight_hh, gates.bias, train=self.training)
+        else:
             input_gate = torch.sigmoid(self.input_gate(x_s))
+            h, c_last = ealstm_loop(x_d, input_gate, gates.weight_ih, gates.weight_hh, gates.bias)
+            c_last = c_last.unsqueeze(0)
+        if self._wants_cell_state_sequence():
+            if input_gate is None:
+                input_gate = torch.sigmoid(self.input_gate(x_s))
             c = ealstm_cell_states(x_d, h, input_gate, gates.weight_ih, gates.weight_hh, gates.bias)
         else:
             c = c_last
