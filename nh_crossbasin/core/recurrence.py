@@ -107,31 +107,14 @@ def weight_gradients(delta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     return delta.reshape(-1, delta.shape[-1]).t() @ inputs.reshape(-1, inputs.shape[-1])
 
 
-class _RecurrentWeightTap(torch.autograd.Function):
-    """Identity on the gate pre-activations whose backward also returns the recurrent weight's gradient as one
-    matrix product over all steps, ``dW_hh = Σ_t δ[t]ᵀ h[t-1]``, from the hidden states the recurrence stores in
-    ``states`` after this node was applied (the loop itself uses the detached weight, so autograd never forms the
-    per-step weight products)."""
-
-    @staticmethod
-    def forward(ctx, pre, weight_hh, states):
-        ctx.states = states
-        return pre.view_as(pre)
-
-    @staticmethod
-    def backward(ctx, delta):
-        h_previous = torch.stack(ctx.states, dim=0)  # h[t-1] of every step, stored by the loop
-        grad_weight = weight_gradients(delta, h_previous) if ctx.needs_input_grad[1] else None
-        return delta, grad_weight, None
-
-
 def ealstm_loop(x_d: torch.Tensor, input_gate: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
                 bias: torch.Tensor) -> tuple:
-    """The EA-LSTM recurrence on CPU: three recurrent gates per step, everything else outside the loop.
+    """The EA-LSTM recurrence on CPU: three gates per step (the input gate is given), time iterated with ``unbind``.
 
-    The dynamic-gate input projections of all steps are one matrix product (its backward gives ``dW_ih`` and ``db``
-    as one product each), the input gate is given, time is iterated with ``unbind``, and the recurrent weight's
-    gradient is one product over all steps (:class:`_RecurrentWeightTap`). Same maths as NH's ``ealstm``.
+    Per step, ``gates = b + x[t] W_ihᵀ + h[t-1] W_hhᵀ`` (two ``addmm``), then the element-wise cell update: NH's
+    ``ealstm`` op sequence without its four-gate bookkeeping. Measured alternatives that did not pay on 2 CPU cores
+    (``benchmarks/RESULTS.md``): the input projections of all steps as one product, the recurrent weight gradient as
+    one product over all steps, TorchScript, and oneDNN's four-gate fused kernel.
 
     Parameters
     ----------
@@ -147,16 +130,13 @@ def ealstm_loop(x_d: torch.Tensor, input_gate: torch.Tensor, weight_ih: torch.Te
     tuple of torch.Tensor
         ``(h [T, B, H], c_last [B, H])``.
     """
-    states: list = []
-    pre = F.linear(x_d, weight_ih, bias)
-    if torch.is_grad_enabled() and weight_hh.requires_grad:
-        pre = _RecurrentWeightTap.apply(pre, weight_hh, states)
-    recurrent = weight_hh.detach().t()
+    input_weight, recurrent_weight = weight_ih.t(), weight_hh.t()
     h = x_d.new_zeros(x_d.shape[1], weight_hh.shape[1])
     c = torch.zeros_like(h)
-    for pre_t in pre.unbind(0):
-        states.append(h)
-        f, g, o = torch.addmm(pre_t, h, recurrent).chunk(3, dim=1)
-        c = torch.addcmul(torch.sigmoid(f) * c, input_gate, torch.tanh(g))
+    hs = []
+    for x_t in x_d.unbind(0):
+        f, g, o = torch.addmm(torch.addmm(bias, x_t, input_weight), h, recurrent_weight).chunk(3, dim=1)
+        c = torch.sigmoid(f) * c + input_gate * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-    return torch.stack(states[1:] + [h], dim=0), c
+        hs.append(h)
+    return torch.stack(hs, dim=0), c
