@@ -160,6 +160,7 @@ def epoch_ratio_benchmark(args) -> None:
 
 
 def gradients_benchmark(args) -> None:
+    from nh_crossbasin.nh.batched_gradients import batched_probe_gradients
     from nh_crossbasin.nh.probes import (draw_probes, nh_loss_fn, probe_batches, probe_gradients, probe_mode,
                                          select_parameters)
     from nh_crossbasin.synth import generate_basins
@@ -185,7 +186,9 @@ def gradients_benchmark(args) -> None:
                     for batched in (False, True):
                         _sync(device)
                         start = time.perf_counter()
-                        results[batched] = probe_gradients(model, loss_fn, batches, params, batched=batched)
+                        with probe_mode(model):
+                            results[batched] = (batched_probe_gradients(model, loss_obj, batches, params) if batched
+                                                else probe_gradients(model, loss_fn, batches, params, batched=False))
                         _sync(device)
                         timings[batched].append(time.perf_counter() - start)
                 loop, fast = statistics.median(timings[False]), statistics.median(timings[True])

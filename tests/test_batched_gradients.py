@@ -61,8 +61,11 @@ def test_batched_equals_the_per_basin_loop(setup, names):
     assert batched_gradients.supports(model, params)
     loss_fn = nh_loss_fn(loss_obj)
     loop = probe_gradients(model, loss_fn, batches, params, batched=False)
-    fast = probe_gradients(model, loss_fn, batches, params)
+    fast = batched_gradients.batched_probe_gradients(model, loss_obj, batches, params)
     _assert_equal(fast, loop)
+    # probe_gradients takes the batched path for head-only gradients, and the loop for recurrent ones on the CPU
+    assert batched_gradients.use_batched(model, params) == (names == ["head"])
+    _assert_equal(probe_gradients(model, loss_fn, batches, params), loop)
     assert torch.isnan(fast.grads[4]).all() and fast.probe_sizes[5] == 3
     small = batched_gradients.batched_probe_gradients(model, loss_obj, batches, params, max_sequences=7)
     _assert_equal(small, loop)  # chunks of at most 7 sequences: the same numbers
@@ -73,7 +76,7 @@ def test_batched_sketch_equals_the_sketched_loop(setup):
     params = select_parameters(model, None)
     sketch = CountSketch(sum(p.numel() for _, p in params), 16, seed=3)
     loss_fn = nh_loss_fn(loss_obj)
-    _assert_equal(probe_gradients(model, loss_fn, batches, params, sketch),
+    _assert_equal(batched_gradients.batched_probe_gradients(model, loss_obj, batches, params, sketch),
                   probe_gradients(model, loss_fn, batches, params, sketch, batched=False))
 
 

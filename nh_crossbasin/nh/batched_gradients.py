@@ -1,5 +1,10 @@
 """All basins' probe gradients from batched forward/backward passes (exact), for NH ``cudalstm`` and ``xb_ealstm``.
 
+Where it is used (:func:`use_batched`): always when only head parameters count (one forward of the model, then the
+head's per-basin gradients), and for recurrent parameters on a GPU. On the CPU the per-basin loop is faster for
+recurrent parameters: oneDNN's fused LSTM does not expose gate deltas, and exposing them (identity input weights, or
+a Python-level recurrence) costs more than the loop saves (``benchmarks/RESULTS.md``).
+
 The per-basin loop of :func:`nh_crossbasin.nh.probes.probe_gradients` runs one forward and one backward per basin.
 Here the probes of many basins run as one batch through an explicit recurrence (:mod:`nh_crossbasin.core.recurrence`)
 whose gate pre-activations are autograd nodes. One backward of the sum of the basins' probe losses gives every
@@ -44,6 +49,15 @@ def supports(model: nn.Module, params: Sequence[Tuple[str, nn.Parameter]]) -> bo
         return False
     known = set(LSTM_PARAMS if family == "lstm" else EALSTM_PARAMS)
     return all(name in known or name.startswith("head.") for name, _ in params)
+
+
+def use_batched(model: nn.Module, params: Sequence[Tuple[str, nn.Parameter]]) -> bool:
+    """Whether :func:`~nh_crossbasin.nh.probes.probe_gradients` takes the batched path: supported, and either only
+    head parameters count or the model is on a GPU."""
+    if not supports(model, params):
+        return False
+    head_only = all(name.startswith("head.") for name, _ in params)
+    return head_only or next(model.parameters()).is_cuda
 
 
 def concatenate(batches: Sequence[Dict]) -> Dict:
@@ -132,7 +146,11 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     rows = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     data = model.pre_model_hook(concatenate(batches), is_train=True)
-    with torch.set_grad_enabled(bool(recurrent)):
+    if not recurrent:  # head only: one forward of the model itself, without gradients
+        with torch.no_grad():
+            output = model(data)
+        features = model.dropout(output["lstm_output" if family == "lstm" else "h_n"])
+    else:
         if family == "lstm":
             x = model.embedding_net(data).detach()
             lstm = model.lstm

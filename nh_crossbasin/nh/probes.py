@@ -201,19 +201,20 @@ def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optio
                     batched: bool = True) -> ProbeGradients:
     """The probe gradient of every basin, flattened (and sketched) into rows.
 
-    For NH ``cudalstm`` and ``xb_ealstm`` (and ``batched``), all probes run in batched passes
-    (:mod:`nh_crossbasin.nh.batched_gradients`); otherwise one forward and backward per basin probe (logged once per
-    model class). Memory is ``n_basins × d`` (``d`` = number of selected parameters, or the sketch dimension).
+    For NH ``cudalstm`` and ``xb_ealstm`` (and ``batched``), all probes run in batched passes when only head
+    parameters count or the model is on a GPU (:mod:`nh_crossbasin.nh.batched_gradients`); otherwise one forward and
+    backward per basin probe (logged once per model class). Memory is ``n_basins × d`` (``d`` = number of selected parameters, or the sketch dimension).
     """
     from nh_crossbasin.nh import batched_gradients
     loss_obj = getattr(loss_fn, "loss_obj", None)
-    if batched and loss_obj is not None and batched_gradients.supports(model, params):
+    if batched and loss_obj is not None and batched_gradients.use_batched(model, params):
         with probe_mode(model):
             return batched_gradients.batched_probe_gradients(model, loss_obj, batches, params, sketch)
     if batched and type(model).__name__ not in _LOOP_LOGGED:
         _LOOP_LOGGED.add(type(model).__name__)
         LOGGER.info(f"Probe gradients of {type(model).__name__} with these parameters come from one backward pass per "
-                    f"basin (batched passes: NH cudalstm and xb_ealstm, without embedding-network parameters).")
+                    f"basin (batched passes: NH cudalstm and xb_ealstm without embedding-network parameters, for "
+                    f"head-only gradients or on a GPU).")
     tensors = [p for _, p in params]
     n_params = sum(p.numel() for p in tensors)
     device, dtype = tensors[0].device, tensors[0].dtype
