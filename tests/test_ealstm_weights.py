@@ -87,12 +87,14 @@ def test_assembled_weights_have_zero_blocks_and_share_one_buffer():
     assert len({t.untyped_storage().data_ptr() for t in (w_ih, w_hh, b_ih, b_hh)}) == 1
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
-def test_fused_call_matches_explicit_loop_with_gradients(dtype, tolerance):
-    parameters = random_parameters(n_dynamic=3, n_static=4, hidden=6, dtype=dtype, seed=1)
+@pytest.mark.parametrize("dtype, tolerance, n_static", [(torch.float64, 1e-10, 4), (torch.float32, 1e-4, 4),
+                                                        (torch.float64, 1e-10, 11)])
+def test_fused_call_matches_explicit_loop_with_gradients(dtype, tolerance, n_static):
+    """n_static 11 > hidden 6: the input gate's pre-activation is computed once and appended instead of x_s."""
+    parameters = random_parameters(n_dynamic=3, n_static=n_static, hidden=6, dtype=dtype, seed=1)
     generator = torch.Generator().manual_seed(2)
     x_d = torch.randn(40, 7, 3, generator=generator, dtype=dtype)
-    x_s = torch.randn(7, 4, generator=generator, dtype=dtype)
+    x_s = torch.randn(7, n_static, generator=generator, dtype=dtype)
 
     h_ref, c_ref = reference_ealstm(x_d, x_s, *parameters)
     (h_ref.pow(2).sum() + c_ref.sum()).backward()

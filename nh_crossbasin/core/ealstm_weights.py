@@ -226,7 +226,8 @@ def fused_ealstm(x_d: torch.Tensor, x_s: torch.Tensor, input_gate_weight: torch.
     """Run the EA-LSTM over a sequence in one fused LSTM call (zero initial states).
 
     Calls ``torch.lstm``, the ATen op behind ``nn.LSTM``: cuDNN on CUDA, oneDNN (float32/bfloat16) or ATen's C++
-    loop (float64) on CPU. The static inputs are appended to every time step.
+    loop (float64) on CPU. The static inputs are appended to every time step -- or, when there are more of them than
+    cells, the input gate's pre-activation ``W_i x_s + b_i``, computed once per batch.
 
     Parameters
     ----------
@@ -246,6 +247,12 @@ def fused_ealstm(x_d: torch.Tensor, x_s: torch.Tensor, input_gate_weight: torch.
     """
     seq_length, batch_size, _ = x_d.shape
     hidden_size = weight_hh.shape[1]
+    if x_s.shape[1] > hidden_size:
+        # more static inputs than cells (e.g. a one-hot basin id over hundreds of basins): compute the input gate's
+        # pre-activation once and append it (H values per step, identity weights) instead of the S static inputs
+        x_s = F.linear(x_s, input_gate_weight, input_gate_bias)
+        input_gate_weight = torch.eye(hidden_size, dtype=x_s.dtype, device=x_s.device)
+        input_gate_bias = x_s.new_zeros(hidden_size)
     lstm_input = torch.cat([x_d, x_s.unsqueeze(0).expand(seq_length, -1, -1)], dim=-1)
     weights = assemble_lstm_weights(input_gate_weight, input_gate_bias, weight_ih, weight_hh, bias)
     zeros = x_d.new_zeros(1, batch_size, hidden_size)
