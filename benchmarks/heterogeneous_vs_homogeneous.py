@@ -17,10 +17,11 @@ one pooled model vs one model per regime.
 
 Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs are never redone or overwritten):
 
-1. ``validation``: every run is trained and evaluated on the validation period; per family (``influence_global*``,
-   ``specialize_clusters*``) the variant with the best median validation NSE of the seed-ensemble mean prediction is
-   chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
-2. ``test``: the fixed arms and the chosen variants are evaluated on the test period, once.
+1. ``validation``: the candidates of each family (``influence_global*``, ``specialize_clusters*``; and the pooled runs
+   they start from) are trained and evaluated on the validation period; per family the variant with the best median
+   validation NSE of the seed-ensemble mean prediction is chosen; ``OUT/choices.json`` records the candidates'
+   validation figures and the choice;
+2. ``test``: the fixed arms (trained now) and the chosen variants are evaluated on the test period, once.
 
 Pairs are (basin, seed), and basins for the seed-ensemble tables; two-sided paired Wilcoxon tests.
 
@@ -243,7 +244,10 @@ def main() -> None:
         ex.build_experiment("global-vs-local", args.out / "base.yml", regimes, ground_truth, n_seeds=args.seeds)
     start = time.perf_counter()
     if args.stage in ("validation", "all"):
-        ex.run_experiment(design, workers=args.workers, periods=("validation",))
+        manifest = json.loads((design / "experiment.json").read_text())
+        candidates = sorted({e["variant"] for e in manifest["runs"] if e["variant"].startswith(tuple(FAMILIES))}
+                            | {a for a in manifest.get("finetune", {}).get("arms", {}) if a.startswith(tuple(FAMILIES))})
+        ex.run_experiment(design, workers=args.workers, periods=("validation",), variants=candidates)
         choices = choose(args.out, pd.read_csv(design / ("results_validation_ensemble.csv" if args.seeds > 1 else
                                                           "results_validation.csv"), dtype={"basin": str}))
         print(f"validation stage finished ({time.perf_counter() - start:.0f} s); choices: "
@@ -252,7 +256,7 @@ def main() -> None:
     if args.stage in ("test", "all"):
         choices = json.loads((args.out / "choices.json").read_text())
         chosen = FIXED_ARMS + [c["chosen"] for c in choices["families"].values()]
-        ex.run_experiment(design, workers=args.workers, periods=("validation", "test"), variants=chosen)
+        ex.run_experiment(design, workers=args.workers, periods=("test",), variants=chosen)
         report = [tables(design, "test", controls, "final configurations (chosen on validation)")]
         if (ground_truth / "experiment.json").exists():
             ex.run_experiment(ground_truth, workers=args.workers)

@@ -97,3 +97,20 @@ def test_models_without_a_batched_pass_use_the_loop():
         pass
     assert batched_gradients.model_family(Other()) is None
     assert not batched_gradients.supports(Other(), [])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by benchmarks/gpu_check.sh)")
+def test_batched_on_cuda_equals_the_loop(setup):
+    """On a GPU the batched path is the one used for recurrent parameters: cuDNN, float64, against the loop."""
+    model, loss_obj, batches = setup
+    device = torch.device("cuda:0")
+    from nh_crossbasin.nh.probes import batch_to_device
+    model, loss_obj = model.to(device), loss_obj.to(device)
+    gpu_batches = [None if b is None else batch_to_device(b, device) for b in batches]
+    params = select_parameters(model, None)
+    assert batched_gradients.use_batched(model, params)
+    try:
+        _assert_equal(probe_gradients(model, nh_loss_fn(loss_obj), gpu_batches, params),
+                      probe_gradients(model, nh_loss_fn(loss_obj), gpu_batches, params, batched=False))
+    finally:
+        model.cpu(), loss_obj.cpu()
