@@ -25,7 +25,7 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with at most SECONDS (and 
     (( limit > budget )) && limit=$budget
     if (( limit < 20 )); then echo "== $name: skipped, ${budget}s left"; return; fi
     echo "== $name (at most ${limit}s, $(left)s left)"
-    timeout --signal=INT "$limit" "$@"
+    timeout --signal=INT --kill-after=15 "$limit" "$@"
     echo "== $name: exit $?"
 }
 
