@@ -59,7 +59,7 @@ step gradients 60 python3 benchmarks/influence.py gradients --basins ${BASINS%% 
     --hidden $HIDDEN --seq $SEQ --repeats 1 | tee "$OUT/gradients.txt"
 if [[ -d $DATA ]]; then
     step study 600 python3 benchmarks/heterogeneous_vs_homogeneous.py real --data "$DATA" --out /tmp/gpu_study \
-        --device "$DEVICE" --seeds 1 --workers 1 --temperatures 1 --aggregates per_target $STUDY
+        --device "$DEVICE" --seeds 1 --workers 1 --temperatures 1 $STUDY
     cp /tmp/gpu_study/summary.md "$OUT/study.md" 2>/dev/null
     cp /tmp/gpu_study/design/results*.csv "$OUT/" 2>/dev/null
     cp /tmp/gpu_study/choices.json "$OUT/" 2>/dev/null

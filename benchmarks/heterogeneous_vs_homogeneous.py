@@ -32,7 +32,7 @@ Examples
     python benchmarks/heterogeneous_vs_homogeneous.py synthetic --twins --out bench_runs/hvh_twins --seeds 3 --workers 2
     python benchmarks/heterogeneous_vs_homogeneous.py real --out bench_runs/hvh_dev60 --seeds 3 --workers 2 \\
         --basin-file basins_dev.txt --subset 60 --hidden 64 --seq 90 --epochs 4 --max-updates 500 --dropout 0.2 \\
-        --lr 3e-3 1e-3 --temperatures 1 0.3 --aggregates per_target
+        --lr 3e-3 1e-3 --temperatures 1 0.3 --probe 64 --clusters 4
 """
 from __future__ import annotations
 
@@ -128,12 +128,8 @@ def variants(args) -> tuple:
     """Candidate settings: extra influence_global variants and extra specialisation variants (beyond defaults)."""
     influence, finetune = {}, {}
     for tau in args.temperatures:
-        for aggregate in args.aggregates:
-            if tau == 1.0 and aggregate == "per_target":
-                continue  # the default settings: influence_global itself
-            name = "influence_global" + ("" if aggregate == "per_target" else "_mean") + (
-                "" if tau == 1.0 else f"_tau{tau:g}")
-            influence[name] = {"xb_influence_temperature": tau, "xb_influence_aggregate": aggregate}
+        if tau != 1.0:  # τ = 1 is influence_global itself
+            influence[f"influence_global_tau{tau:g}"] = {"xb_influence_temperature": tau}
     for tau in args.temperatures:
         if tau != 1.0:
             finetune[f"specialize_clusters_tau{tau:g}"] = {"xb_influence_temperature": tau}
@@ -196,8 +192,6 @@ def main() -> None:
         p.add_argument("--finetune-epochs", type=int, default=1, help="F (0: no fine-tune arms)")
         p.add_argument("--clusters", type=int, default=2, help="K of the per-cluster arms")
         p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.3])
-        p.add_argument("--aggregates", nargs="+", default=["per_target", "mean_influence"],
-                       choices=["per_target", "mean_influence"])
         p.add_argument("--max-updates", type=int, default=None, help="NH's max_updates_per_epoch")
     syn = sub.choices["synthetic"]
     syn.add_argument("--basins", type=int, default=24)

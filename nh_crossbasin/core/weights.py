@@ -2,10 +2,9 @@
 
 For target ``t``: ``w_t(s) = softmax_s(I[t, s] / (τ · scale_t))`` with ``scale_t`` a robust scale of row ``t``,
 then ``w_t <- (1 - ε) w_t + ε / |S|`` and ``w_t(t) >= floor`` for the target's own basin. The basin weights of a
-target set ``T`` are ``q(s) = mean_{t in T} w_t(s)`` (aggregate ``per_target``), or, DoGE-style (Fan et al. 2024),
-one softmax of the target-mean influence row, ``q(s) = softmax_s(mean_t I[t, s] / (τ · scale))`` mixed with uniform
-(aggregate ``mean_influence``; with ``dot`` that is the influence of ``s`` on the mean target gradient). A sample of
-basin ``s`` is then drawn with probability ``q(s) / n_s`` (basis ``basin``) or proportional to ``q(s)`` (basis
+target set ``T`` are ``q(s) = mean_{t in T} w_t(s)``. (A DoGE-style alternative, one softmax of the target-mean
+influence row, was measured on validation data and dropped: ``benchmarks/RESULTS.md``.) A sample of basin ``s`` is
+then drawn with probability ``q(s) / n_s`` (basis ``basin``) or proportional to ``q(s)`` (basis
 ``samples``, NH's record-length weighting when ``q`` is uniform).
 """
 from __future__ import annotations
@@ -83,29 +82,6 @@ def target_weights(influence: np.ndarray, temperature: float = 1.0, uniform_mix:
             weights[t] *= (1.0 - self_floor) / others if others > 0 else 0.0
             weights[t, own] = self_floor
     return weights
-
-
-def mean_influence_weights(influence: np.ndarray, temperature: float = 1.0, uniform_mix: float = 0.1,
-                           valid_sources: Optional[np.ndarray] = None) -> np.ndarray:
-    """DoGE-style basin weights: one softmax of the target-mean influence row (NaN entries ignored).
-
-    Parameters
-    ----------
-    influence : np.ndarray
-        ``[n_targets, n_sources]``.
-    temperature, uniform_mix, valid_sources
-        As in :func:`target_weights`.
-
-    Returns
-    -------
-    np.ndarray
-        ``q``, ``[n_sources]``, summing to 1, zero on invalid sources.
-    """
-    influence = np.asarray(influence, dtype=np.float64)
-    finite = np.isfinite(influence)
-    counts = finite.sum(axis=0)
-    row = np.where(counts > 0, np.where(finite, influence, 0.0).sum(axis=0) / np.maximum(counts, 1), np.nan)
-    return target_weights(row[None, :], temperature, uniform_mix, valid_sources=valid_sources)[0]
 
 
 def basin_weights(weights: np.ndarray) -> np.ndarray:

@@ -97,7 +97,7 @@ def homogeneous_vs_heterogeneous(scheme: Optional[RegionScheme], basins: Sequenc
     (written by the experiment writer). With ``finetune_epochs`` > 0, the global runs train ``base_epochs +
     finetune_epochs`` epochs and a ``pooled`` run of ``base_epochs`` is added, the start of the fine-tune arms.
     ``extra_variants`` adds global influence-sampler runs with other settings (``{variant: config overrides}``, e.g.
-    another ``xb_influence_aggregate``), whose control is ``uniform_replacement`` too.
+    another ``xb_influence_temperature``), whose control is ``uniform_replacement`` too.
     """
     basins = tuple(basins)
     longer = {"epochs": int(base_epochs) + int(finetune_epochs)} if finetune_epochs else {}

@@ -59,9 +59,9 @@ INFLUENCE_KEYS = (
     ConfigKey("xb_influence_temperature", 1.0, "softmax temperature τ, in units of each row's robust scale",
               types=(float,), check=lambda v: None if 0 < v < float("inf") else "must be finite and > 0",
               allowed="a finite number > 0"),
-    ConfigKey("xb_influence_aggregate", "per_target", "how target rows become basin weights q: 'per_target' "
-              "(mean over targets of each target's softmax weights) or 'mean_influence' (DoGE-style: one softmax of "
-              "the target-mean influence row)", choices=("per_target", "mean_influence")),
+    ConfigKey("xb_influence_aggregate", "per_target", "how target rows become basin weights q: 'per_target', the "
+              "mean over targets of each target's softmax weights (a DoGE-style 'mean_influence' alternative was "
+              "measured on validation data, did not beat its control, and was dropped)", choices=("per_target",)),
     ConfigKey("xb_influence_uniform_mix", 0.1, "share ε of uniform weight mixed into each target's weights",
               types=(float,), check=between(0.0, 1.0), allowed="a number in [0, 1]"),
     ConfigKey("xb_influence_self_floor", 0.0, "minimum weight of a target's own basin", types=(float,),

@@ -19,8 +19,7 @@ from neuralhydrology.datautils.utils import load_basin_file
 
 from nh_crossbasin.config_keys import options
 from nh_crossbasin.core.influence import smooth
-from nh_crossbasin.core.weights import (basin_weights, effective_number, entropy, mean_influence_weights,
-                                        target_weights)
+from nh_crossbasin.core.weights import basin_weights, effective_number, entropy, target_weights
 from nh_crossbasin.nh.probes import (draw_probes, measure_influence, nh_loss_fn, probe_batches, select_parameters,
                                      unweighted)
 
@@ -173,15 +172,10 @@ def add_weights(record: xr.Dataset, opts: dict, previous: Optional[np.ndarray] =
     used = smooth(None if previous is None else torch.from_numpy(previous), torch.from_numpy(raw),
                   opts["xb_influence_smoothing"]).numpy()
     position = {b: i for i, b in enumerate(basins)}
-    if opts["xb_influence_aggregate"] == "mean_influence":
-        q = mean_influence_weights(used, opts["xb_influence_temperature"], opts["xb_influence_uniform_mix"],
-                                   valid_sources=valid)
-        weights = np.repeat(q[None, :], len(targets), axis=0)
-    else:
-        weights = target_weights(used, opts["xb_influence_temperature"], opts["xb_influence_uniform_mix"],
-                                 opts["xb_influence_self_floor"], self_source=[position[t] for t in targets],
-                                 valid_sources=valid)
-        q = basin_weights(weights)
+    weights = target_weights(used, opts["xb_influence_temperature"], opts["xb_influence_uniform_mix"],
+                             opts["xb_influence_self_floor"], self_source=[position[t] for t in targets],
+                             valid_sources=valid)
+    q = basin_weights(weights)
     out = record.assign(influence=(("target", "source"), used), weights=(("target", "source"), weights),
                         basin_weight=(("source",), q))
     out.attrs.update(weight_entropy=entropy(q), effective_sources=effective_number(q))
