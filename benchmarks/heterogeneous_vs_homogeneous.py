@@ -130,8 +130,11 @@ def variants(args) -> tuple:
     for tau in args.temperatures:
         if tau != 1.0:  # τ = 1 is influence_global itself
             influence[f"influence_global_tau{tau:g}"] = {"xb_influence_temperature": tau}
+        if args.apply_loss:  # the same weights in the loss (importance weights) instead of the draw
+            influence[f"influence_global_loss{'' if tau == 1.0 else f'_tau{tau:g}'}"] = {
+                "xb_influence_temperature": tau, "xb_influence_apply": "loss"}
     for tau in args.temperatures:
-        if tau != 1.0:
+        if tau != 1.0 and not args.no_finetune_variants:
             finetune[f"specialize_clusters_tau{tau:g}"] = {"xb_influence_temperature": tau}
     return influence, finetune
 
@@ -193,6 +196,10 @@ def main() -> None:
         p.add_argument("--clusters", type=int, default=2, help="K of the per-cluster arms")
         p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.3])
         p.add_argument("--max-updates", type=int, default=None, help="NH's max_updates_per_epoch")
+        p.add_argument("--apply-loss", action="store_true",
+                       help="also the global sampler's weights applied in the loss (xb_influence_apply: loss)")
+        p.add_argument("--no-finetune-variants", action="store_true",
+                       help="specialisation at the default temperature only")
     syn = sub.choices["synthetic"]
     syn.add_argument("--basins", type=int, default=24)
     syn.add_argument("--years", type=int, default=10)

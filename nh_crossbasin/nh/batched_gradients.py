@@ -105,20 +105,12 @@ def batched_probe_gradients(model: nn.Module, loss_obj: nn.Module, batches: Sequ
     -------
     nh_crossbasin.nh.probes.ProbeGradients
     """
-    from nh_crossbasin.nh.probes import ProbeGradients, probe_sizes
-    tensors = [p for _, p in params]
-    n_params = sum(p.numel() for p in tensors)
-    device, dtype = tensors[0].device, tensors[0].dtype
-    width = sketch.n_outputs if sketch is not None else n_params
-    grads = torch.full((len(batches), width), float("nan"), device=device, dtype=dtype)
-    losses = torch.full((len(batches),), float("nan"), device=device, dtype=dtype)
-    norms = torch.full((len(batches),), float("nan"), device=device, dtype=dtype)
+    from nh_crossbasin.nh.probes import ProbeGradients
+    result = ProbeGradients.allocate(batches, params, sketch)
     for chunk in _chunks(batches, max_sequences):
         for b, (loss, flat) in zip(chunk, _chunk_gradients(model, loss_obj, [batches[b] for b in chunk], params)):
-            losses[b] = loss
-            norms[b] = flat.norm()
-            grads[b] = sketch(flat) if sketch is not None else flat
-    return ProbeGradients(grads=grads, losses=losses, norms=norms, probe_sizes=probe_sizes(batches))
+            result.store(b, loss, flat, sketch)
+    return result
 
 
 def _chunks(batches: Sequence[Optional[Dict]], max_sequences: int) -> List[List[int]]:

@@ -175,6 +175,25 @@ class ProbeGradients:
     norms: torch.Tensor          # [n_basins] norm of the unsketched gradient
     probe_sizes: np.ndarray      # [n_basins] samples in each probe
 
+    @classmethod
+    def allocate(cls, batches: Sequence[Optional[Dict]], params: Sequence[Tuple[str, nn.Parameter]],
+                 sketch: Optional[CountSketch] = None) -> "ProbeGradients":
+        """NaN rows for every probe batch, to be filled with :meth:`store`."""
+        tensors = [p for _, p in params]
+        device, dtype = tensors[0].device, tensors[0].dtype
+        width = sketch.n_outputs if sketch is not None else sum(p.numel() for p in tensors)
+        nan = float("nan")
+        return cls(grads=torch.full((len(batches), width), nan, device=device, dtype=dtype),
+                   losses=torch.full((len(batches),), nan, device=device, dtype=dtype),
+                   norms=torch.full((len(batches),), nan, device=device, dtype=dtype),
+                   probe_sizes=probe_sizes(batches))
+
+    def store(self, row: int, loss: torch.Tensor, flat: torch.Tensor, sketch: Optional[CountSketch] = None) -> None:
+        """The loss and the (sketched) flat gradient of one probe."""
+        self.norms[row] = flat.norm()
+        self.grads[row] = sketch(flat) if sketch is not None else flat
+        self.losses[row] = loss.detach()
+
 
 @contextmanager
 def without_augmentation(dataset) -> Iterator[None]:
@@ -216,24 +235,16 @@ def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optio
                     f"basin (batched passes: NH cudalstm and xb_ealstm without embedding-network parameters, for "
                     f"head-only gradients or on a GPU).")
     tensors = [p for _, p in params]
-    n_params = sum(p.numel() for p in tensors)
-    device, dtype = tensors[0].device, tensors[0].dtype
-    width = sketch.n_outputs if sketch is not None else n_params
-    grads = torch.full((len(batches), width), float("nan"), device=device, dtype=dtype)
-    losses = torch.full((len(batches),), float("nan"), device=device, dtype=dtype)
-    norms = torch.full((len(batches),), float("nan"), device=device, dtype=dtype)
+    result = ProbeGradients.allocate(batches, params, sketch)
     with probe_mode(model):
         for b, batch in enumerate(batches):
             if batch is None:
                 continue
             loss = loss_fn(model, batch)
             parts = torch.autograd.grad(loss, tensors, allow_unused=True)
-            flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                              for g, p in zip(parts, tensors)])
-            norms[b] = flat.norm()
-            grads[b] = sketch(flat) if sketch is not None else flat
-            losses[b] = loss.detach()
-    return ProbeGradients(grads=grads, losses=losses, norms=norms, probe_sizes=probe_sizes(batches))
+            result.store(b, loss, torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                                             for g, p in zip(parts, tensors)]), sketch)
+    return result
 
 
 def probe_losses(model: nn.Module, loss_fn: Callable, batches: Sequence[Optional[Dict]]) -> torch.Tensor:
