@@ -1,4 +1,5 @@
-"""``model: xb_ealstm``: NH's Entity-Aware LSTM with its time loop in one fused LSTM kernel (cuDNN / oneDNN)."""
+"""``model: xb_ealstm``: NH's Entity-Aware LSTM, its time loop in one fused cuDNN kernel on a GPU (a three-gate loop
+on the CPU)."""
 from __future__ import annotations
 
 import logging
@@ -24,13 +25,15 @@ CELL_STATE_MODES = ("auto", "sequence", "last")
 
 @register_model("xb_ealstm")
 class FusedEALSTM(BaseModel):
-    """Entity-Aware LSTM (Kratzert et al. 2019) with the maths of NH's ``ealstm`` at the speed of ``cudalstm``.
+    """Entity-Aware LSTM (Kratzert et al. 2019) with the maths of NH's ``ealstm``.
 
     The input gate depends on the static inputs only, ``i = sigmoid(W_i x_s + b_i)``; the forget gate, cell update
-    and output gate on the dynamic inputs and ``h[t-1]``. Instead of NH's Python loop over time steps, the sequence
-    runs through one standard LSTM kernel whose weights are assembled on every forward pass from the learnable
-    blocks below and fixed zero blocks, with the static inputs appended to every time step
-    (:mod:`nh_crossbasin.core.ealstm_weights`).
+    and output gate on the dynamic inputs and ``h[t-1]``. On a GPU, instead of NH's Python loop over time steps, the
+    sequence runs through one standard LSTM kernel (cuDNN) whose weights are assembled on every forward pass from the
+    learnable blocks below and fixed zero blocks, with the static inputs (or, when they outnumber the cells, the input
+    gate's pre-activation) appended to every time step (:mod:`nh_crossbasin.core.ealstm_weights`). On the CPU, where
+    that kernel's fourth gate costs more than NH's loop, it runs a three-gate loop
+    (:func:`nh_crossbasin.core.recurrence.ealstm_loop`).
 
     Accepts what NH's ``ealstm`` accepts: static, evolving and HydroATLAS attributes, one-hot basin ids
     (``use_basin_id_encoding``), ``statics_embedding`` / ``dynamics_embedding``, NH's NaN-handling input options,
