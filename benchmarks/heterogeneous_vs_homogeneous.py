@@ -55,7 +55,8 @@ REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "
                 "soil_conductivity", "max_water_content", "sand_frac", "silt_frac", "clay_frac",
                 "carbonate_rocks_frac", "geol_permeability"]
 FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform", "finetune_local"]
-FAMILIES = {"influence_global": "influence_global", "specialize_clusters": "specialize_clusters"}
+FAMILIES = {"influence_global": "influence_global", "influence_loss": "influence_loss",
+            "specialize_clusters": "specialize_clusters"}
 
 
 def training_keys(args) -> dict:
@@ -130,8 +131,8 @@ def variants(args) -> tuple:
     for tau in args.temperatures:
         if tau != 1.0:  # τ = 1 is influence_global itself
             influence[f"influence_global_tau{tau:g}"] = {"xb_influence_temperature": tau}
-        if args.apply_loss:  # the same weights in the loss (importance weights) instead of the draw
-            influence[f"influence_global_loss{'' if tau == 1.0 else f'_tau{tau:g}'}"] = {
+        if args.apply_loss:  # the same weights in the loss (importance weights) instead of the draw: its own family
+            influence[f"influence_loss{'' if tau == 1.0 else f'_tau{tau:g}'}"] = {
                 "xb_influence_temperature": tau, "xb_influence_apply": "loss"}
     for tau in args.temperatures:
         if tau != 1.0 and not args.no_finetune_variants:
@@ -198,6 +199,8 @@ def main() -> None:
         p.add_argument("--max-updates", type=int, default=None, help="NH's max_updates_per_epoch")
         p.add_argument("--apply-loss", action="store_true",
                        help="also the global sampler's weights applied in the loss (xb_influence_apply: loss)")
+        p.add_argument("--no-ground-truth", action="store_true",
+                       help="twins: skip the global-vs-local ground-truth design (measured by another study)")
         p.add_argument("--no-finetune-variants", action="store_true",
                        help="specialisation at the default temperature only")
     syn = sub.choices["synthetic"]
@@ -241,7 +244,7 @@ def main() -> None:
                             extra_finetune_variants=extra_finetune)
     controls = json.loads((design / "experiment.json").read_text())["controls"]
     ground_truth = args.out / "regimes"
-    if regimes and args.twins and not (ground_truth / "experiment.json").exists():
+    if regimes and args.twins and not args.no_ground_truth and not (ground_truth / "experiment.json").exists():
         ex.build_experiment("global-vs-local", args.out / "base.yml", regimes, ground_truth, n_seeds=args.seeds)
     start = time.perf_counter()
     if args.stage in ("validation", "all"):

@@ -71,6 +71,20 @@ def test_single_vs_regional_and_homogeneous_vs_heterogeneous(tmp_path, base_conf
     assert _basins(roi["eval_basin_file"]) == _basins(_config(roi)["xb_influence_targets_file"])
 
 
+def test_extra_variants_are_compared_with_the_arm_that_differs_only_in_the_weights(tmp_path, base_config):
+    out = tmp_path / "variants"
+    build_experiment("homogeneous-vs-heterogeneous", base_config, None, out, extra_variants={
+        "influence_global_tau0.3": {"xb_influence_temperature": 0.3},
+        "influence_loss": {"xb_influence_apply": "loss"}})
+    manifest = json.loads((out / "experiment.json").read_text())
+    # weights in the draw: the draw with uniform weights; weights in the loss: NH's shuffle with unit weights
+    assert manifest["controls"]["influence_global_tau0.3"] == "uniform_replacement"
+    assert manifest["controls"]["influence_loss"] == "homogeneous"
+    runs = _runs(out)
+    assert _config(runs["influence_loss_seed1"])["xb_influence_apply"] == "loss"
+    assert _config(runs["influence_loss_seed1"])["xb_sampler"] == "influence"
+
+
 def _hierarchy(synth_data, tmp_path):
     """Coarse = regime; fine = regime/(a|b|c) (4/4/4 per regime for 12 basins)."""
     rows = []

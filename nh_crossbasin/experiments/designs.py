@@ -37,6 +37,13 @@ CONTROLS = {"uniform_replacement": "homogeneous", "influence_global": "uniform_r
             "finetune_local": "finetune_uniform", "finetune_uniform": "homogeneous"}
 
 
+def variant_control(overrides: dict) -> str:
+    """Control of an extra global influence variant: ``uniform_replacement`` (the same draw mechanics with uniform
+    weights), or ``homogeneous`` (NH's shuffle, unit weights) when the weights act in the loss
+    (``xb_influence_apply: loss``) and the draw is NH's shuffle."""
+    return "homogeneous" if overrides.get("xb_influence_apply") == "loss" else "uniform_replacement"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One model to train and evaluate.
@@ -97,7 +104,7 @@ def homogeneous_vs_heterogeneous(scheme: Optional[RegionScheme], basins: Sequenc
     (written by the experiment writer). With ``finetune_epochs`` > 0, the global runs train ``base_epochs +
     finetune_epochs`` epochs and a ``pooled`` run of ``base_epochs`` is added, the start of the fine-tune arms.
     ``extra_variants`` adds global influence-sampler runs with other settings (``{variant: config overrides}``, e.g.
-    another ``xb_influence_temperature``), whose control is ``uniform_replacement`` too.
+    another ``xb_influence_temperature``), whose control is :func:`variant_control`.
     """
     basins = tuple(basins)
     longer = {"epochs": int(base_epochs) + int(finetune_epochs)} if finetune_epochs else {}

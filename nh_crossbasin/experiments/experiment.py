@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, FINETUNE_ARMS, global_vs_local,
+from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, FINETUNE_ARMS, global_vs_local, variant_control,
                                                homogeneous_vs_heterogeneous, safe_name, similar_vs_dissimilar,
                                                single_vs_regional)
 from nh_crossbasin.experiments.regions import region_scheme
@@ -74,7 +74,7 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
         runs = homogeneous_vs_heterogeneous(scheme, basins, level, targets, int(cfg.epochs), finetune_epochs,
                                             extra_variants)
     extra = {"regions": regions, "level": level,
-             "controls": dict(CONTROLS, **{v: "uniform_replacement" for v in (extra_variants or {})},
+             "controls": dict(CONTROLS, **{v: variant_control(o) for v, o in (extra_variants or {}).items()},
                               **{v: "finetune_uniform" for v in (extra_finetune_variants or {})})}
     if finetune_epochs:
         if design != "homogeneous-vs-heterogeneous":
