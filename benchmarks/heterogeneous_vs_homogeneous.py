@@ -7,6 +7,8 @@ evaluation through the plugin's experiment runner), with fine-tune arms:
 - ``homogeneous``: NH's shuffle, ``E + F`` epochs;
 - ``uniform_replacement``: the influence sampler's draw with uniform weights (control of ``influence_global``);
 - ``influence_global`` (+ variants): the influence sampler, all training basins as targets;
+- ``influence_loss`` (+ variants, with ``--apply-loss``): the same weights as importance weights in the NSE* loss
+  under NH's shuffle (``xb_influence_apply: loss``); its control is ``homogeneous``;
 - ``pooled``: NH's shuffle, ``E`` epochs, the start of the fine-tune arms (``F`` epochs each):
   ``specialize_clusters`` (+ variants; one model per cluster of targets, k-means on the pooled model's influence rows,
   fine-tuned with that cluster's influence weights), ``finetune_uniform`` (the same fine-tune with NH's shuffle: the
@@ -17,10 +19,10 @@ one pooled model vs one model per regime.
 
 Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs are never redone or overwritten):
 
-1. ``validation``: the candidates of each family (``influence_global*``, ``specialize_clusters*``; and the pooled runs
-   they start from) are trained and evaluated on the validation period; per family the variant with the best median
-   validation NSE of the seed-ensemble mean prediction is chosen; ``OUT/choices.json`` records the candidates'
-   validation figures and the choice;
+1. ``validation``: the candidates of each family (``influence_global*``, ``influence_loss*``,
+   ``specialize_clusters*``; and the pooled runs they start from) are trained and evaluated on the validation
+   period; per family the variant with the best median validation NSE of the seed-ensemble mean prediction is
+   chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
 2. ``test``: the fixed arms (trained now) and the chosen variants are evaluated on the test period, once.
 
 Pairs are (basin, seed), and basins for the seed-ensemble tables; two-sided paired Wilcoxon tests.
