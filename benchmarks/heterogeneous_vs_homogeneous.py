@@ -23,7 +23,10 @@ Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs a
    ``specialize_clusters*``; and the pooled runs they start from) are trained and evaluated on the validation
    period; per family the variant with the best median validation NSE of the seed-ensemble mean prediction is
    chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
-2. ``test``: the fixed arms (trained now) and the chosen variants are evaluated on the test period, once.
+2. ``test``: the fixed arms (trained now) and the chosen variants are evaluated on the test period, once;
+3. ``export`` (never part of ``all``; trains nothing): the tidy per-basin tables of whatever has finished, rounded
+   and without run paths, plus ``choices.json``, to ``--export-dir`` (default ``benchmarks/results/<--out name>``)
+   for committing.
 
 Pairs are (basin, seed), and basins for the seed-ensemble tables; two-sided paired Wilcoxon tests.
 
@@ -183,13 +186,36 @@ def tables(out: Path, period: str, controls: dict, header: str, baseline: str = 
     return "\n\n".join(text)
 
 
+def export(out: Path, target: Path) -> None:
+    """Tidy per-basin tables (``results[_validation][_ensemble].csv`` of the design and of the ground truth) and
+    ``choices.json`` of a study folder, for committing: metrics rounded to 5 decimals, no run paths."""
+    from nh_crossbasin.files import replace_keeping_previous
+    if not (out / "design" / "experiment.json").exists():
+        raise SystemExit(f"{out} holds no study (no design/experiment.json)")
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for design in ("design", "regimes"):
+        for path in sorted(p for p in (out / design).glob("results*.csv") if ".previous_" not in p.name):
+            table = pd.read_csv(path, dtype={"basin": str, "seed": str})
+            table = table.drop(columns=[c for c in ("run_dir", "run") if c in table]).round(5)
+            name = path.name if design == "design" else f"ground_truth_{path.name}"
+            replace_keeping_previous(target / name, table.to_csv(index=False))
+            written.append(name)
+    if (out / "choices.json").exists():
+        replace_keeping_previous(target / "choices.json", (out / "choices.json").read_text())
+        written.append("choices.json")
+    print(f"{target}: {', '.join(written)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="data_kind", required=True)
     for name in ("synthetic", "real"):
         p = sub.add_parser(name)
         p.add_argument("--out", type=Path, required=True)
-        p.add_argument("--stage", choices=["validation", "test", "all"], default="all")
+        p.add_argument("--stage", choices=["validation", "test", "all", "export"], default="all")
+        p.add_argument("--export-dir", type=Path, default=None,
+                       help="--stage export: target folder (default benchmarks/results/<--out name>)")
         p.add_argument("--seeds", type=int, default=3, help="number of seeds (1, 2, ...)")
         p.add_argument("--device", default="cpu")
         p.add_argument("--model", default="cudalstm")
@@ -229,6 +255,9 @@ def main() -> None:
     rea.add_argument("--lr", type=float, nargs=2, default=[1e-3, 5e-4], metavar=("FIRST", "LAST"),
                      help="learning rate, and its value from epoch E - 1 on")
     args = parser.parse_args()
+    if args.stage == "export":
+        export(args.out, args.export_dir or REPO / "benchmarks" / "results" / args.out.name)
+        return
     if args.data_kind == "real":
         args.learning_rate = {0: args.lr[0], max(1, args.epochs - 1): args.lr[1]}
     args.out.mkdir(parents=True, exist_ok=True)
