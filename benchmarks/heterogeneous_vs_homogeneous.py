@@ -24,8 +24,8 @@ Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs a
    period; per family the variant with the best median validation NSE of the seed-ensemble mean prediction is
    chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
 2. ``test``: the fixed arms (trained now) and the chosen variants are evaluated on the test period, once;
-3. ``export`` (never part of ``all``; trains nothing): the tidy per-basin tables of whatever has finished, rounded
-   and without run paths, plus ``choices.json``, to ``--export-dir`` (default ``benchmarks/results/<--out name>``)
+3. ``export`` (never part of ``all``; trains nothing): the tidy per-basin tables of every finished run (collected
+   as the runner collects them), rounded and without run paths, plus ``choices.json``, to ``--export-dir`` (default ``benchmarks/results/<--out name>``)
    for committing.
 
 Pairs are (basin, seed), and basins for the seed-ensemble tables; two-sided paired Wilcoxon tests.
@@ -187,20 +187,28 @@ def tables(out: Path, period: str, controls: dict, header: str, baseline: str = 
 
 
 def export(out: Path, target: Path) -> None:
-    """Tidy per-basin tables (``results[_validation][_ensemble].csv`` of the design and of the ground truth) and
-    ``choices.json`` of a study folder, for committing: metrics rounded to 5 decimals, no run paths."""
+    """Tidy per-basin tables of every finished run of a study folder (``results[_validation][_ensemble].csv`` of the
+    design, ``ground_truth_...`` of the twin ground truth; a stage still running contributes its finished runs) and
+    ``choices.json``, for committing: metrics rounded to 5 decimals, no run paths."""
+    import nh_crossbasin.experiments.experiment as ex
     from nh_crossbasin.files import replace_keeping_previous
     if not (out / "design" / "experiment.json").exists():
         raise SystemExit(f"{out} holds no study (no design/experiment.json)")
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for design in ("design", "regimes"):
-        for path in sorted(p for p in (out / design).glob("results*.csv") if ".previous_" not in p.name):
-            table = pd.read_csv(path, dtype={"basin": str, "seed": str})
-            table = table.drop(columns=[c for c in ("run_dir", "run") if c in table]).round(5)
-            name = path.name if design == "design" else f"ground_truth_{path.name}"
-            replace_keeping_previous(target / name, table.to_csv(index=False))
-            written.append(name)
+    for design, prefix in (("design", ""), ("regimes", "ground_truth_")):
+        if not (out / design / "experiment.json").exists():
+            continue
+        for period in ("validation", "test"):
+            suffix = "" if period == "test" else f"_{period}"
+            for kind, collect in (("", ex.collect_results), ("_ensemble", ex.collect_ensembles)):
+                table = collect(out / design, period)
+                if table.empty:
+                    continue
+                table = table.drop(columns=[c for c in ("run_dir", "run") if c in table]).round(5)
+                name = f"{prefix}results{suffix}{kind}.csv"
+                replace_keeping_previous(target / name, table.to_csv(index=False))
+                written.append(name)
     if (out / "choices.json").exists():
         replace_keeping_previous(target / "choices.json", (out / "choices.json").read_text())
         written.append("choices.json")
