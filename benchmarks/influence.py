@@ -8,7 +8,10 @@ both, never with basins² × parameters) and, on CUDA, the peak GPU memory.
 ``gradients``: the probe gradients of N synthetic basins (hidden 256, sequence 270, probe 16 by default), per-basin
 loop vs batched passes (:mod:`nh_crossbasin.nh.batched_gradients`), for all parameters and for the head only, the two
 methods taking turns in one run so that the ratio is fair on a shared machine; checks that both give the same
-numbers.
+numbers. It also prints the arithmetic: the multiply-adds of the recurrent weight products (forward, and the two
+backward products for all parameters), the GFLOP/s each method reached, and the throughput of one large matrix
+product of the recurrent shape on the same device in the same run (the attainable rate). ``loop s × loop GFLOP/s /
+peak GFLOP/s`` is the least time any exact method can take, so ``peak / loop GFLOP/s`` bounds the speed-up.
 
 ``epoch-ratio``: on real basins (default: the 119 dev basins of ../shared/data/camels_us_caravan, the reference
 config's shapes), the cost of a heterogeneous epoch with one refresh relative to a homogeneous epoch:
@@ -159,6 +162,32 @@ def epoch_ratio_benchmark(args) -> None:
     print(f"influence refresh {refresh:.2f} s -> heterogeneous/homogeneous epoch cost {(epoch + refresh) / epoch:.4f}")
 
 
+def recurrent_gflop(model: torch.nn.Module, n_sequences: int, seq_length: int, backward: bool) -> float:
+    """GFLOP of the per-step weight products (input and recurrent) over ``n_sequences`` of ``seq_length`` steps.
+
+    Forward: ``2 · T · n · (|W_ih| + |W_hh|)``; with ``backward`` the two backward products (input and weight
+    gradients) triple it. Element-wise work, the static input gate and the head are left out (they are small).
+    """
+    per_step = sum(p.numel() for name, p in model.named_parameters() if "weight_ih" in name or "weight_hh" in name)
+    return 2.0 * seq_length * n_sequences * per_step * (3 if backward else 1) / 1e9
+
+
+def matmul_peak_gflops(model: torch.nn.Module, rows: int, device: torch.device, seconds: float = 2.0) -> float:
+    """GFLOP/s of one large product ``[rows, H] @ [H, G]`` with the model's recurrent weight (the attainable rate)."""
+    weight = next(p for name, p in model.named_parameters() if "weight_hh" in name).detach()
+    a = torch.randn(rows, weight.shape[1], device=device, dtype=weight.dtype)
+    b = weight.t().contiguous()
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+        _sync(device)
+    return 2.0 * rows * b.shape[0] * b.shape[1] * count / (time.perf_counter() - start) / 1e9
+
+
 def gradients_benchmark(args) -> None:
     from nh_crossbasin.nh.batched_gradients import batched_probe_gradients
     from nh_crossbasin.nh.probes import (draw_probes, nh_loss_fn, probe_batches, probe_gradients, probe_mode,
@@ -167,7 +196,8 @@ def gradients_benchmark(args) -> None:
     device = torch.device(args.device)
     print(f"probe gradients of {args.basins} basins, hidden {args.hidden}, seq {args.seq}, probe {args.probe}, "
           f"device {device}, {torch.get_num_threads()} threads; per-basin loop vs batched passes, taking turns")
-    print(f"{'model':>10s}{'params':>8s}{'loop s':>9s}{'batched s':>11s}{'speed-up':>10s}{'max rel diff':>14s}")
+    print(f"{'model':>10s}{'params':>8s}{'loop s':>9s}{'batched s':>11s}{'speed-up':>10s}{'max rel diff':>14s}"
+          f"{'GFLOP':>8s}{'loop GF/s':>11s}{'batched GF/s':>14s}{'peak GF/s':>11s}{'bound':>7s}")
     with tempfile.TemporaryDirectory() as tmp:
         summary = generate_basins(Path(tmp) / "data", n_basins=args.basins, n_regimes=2, years=args.years, seed=0)
         for model_name in args.model:
@@ -178,6 +208,8 @@ def gradients_benchmark(args) -> None:
             probes = draw_probes(dataset.sample_basin_index, len(dataset.basins), args.probe, seed=(1, 1))
             batches = probe_batches(dataset, probes.source, device)
             loss_fn = nh_loss_fn(loss_obj)
+            n_sequences = sum(len(batch["y"]) for batch in batches if batch is not None)
+            peak = matmul_peak_gflops(model, n_sequences, device)
             for label, names in (("all", None), ("head", ["head"])):
                 params = select_parameters(model, names)
                 timings = {True: [], False: []}
@@ -194,7 +226,9 @@ def gradients_benchmark(args) -> None:
                 loop, fast = statistics.median(timings[False]), statistics.median(timings[True])
                 diff = float((results[True].grads - results[False].grads).abs().max()
                              / results[False].grads.abs().max())
-                print(f"{model_name:>10s}{label:>8s}{loop:9.2f}{fast:11.2f}{loop / fast:10.2f}{diff:14.1e}",
+                gflop = recurrent_gflop(model, n_sequences, args.seq, backward=label == "all")
+                print(f"{model_name:>10s}{label:>8s}{loop:9.2f}{fast:11.2f}{loop / fast:10.2f}{diff:14.1e}"
+                      f"{gflop:8.1f}{gflop / loop:11.1f}{gflop / fast:14.1f}{peak:11.1f}{peak * loop / gflop:7.2f}",
                       flush=True)
 
 
