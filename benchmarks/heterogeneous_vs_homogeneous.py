@@ -12,7 +12,8 @@ evaluation through the plugin's experiment runner), with fine-tune arms:
 - ``pooled``: NH's shuffle, ``E`` epochs, the start of the fine-tune arms (``F`` epochs each):
   ``specialize_clusters`` (+ variants; one model per cluster of targets, k-means on the pooled model's influence rows,
   fine-tuned with that cluster's influence weights), ``finetune_uniform`` (the same fine-tune with NH's shuffle: the
-  control) and ``finetune_local`` (the same fine-tune on each cluster's own basins only).
+  control), ``finetune_local`` (the same fine-tune on each cluster's own basins only) and ``finetune_local_random``
+  (on the basins of a random partition of the clusters' sizes: the control of ``finetune_local``).
 
 On twin data (``synthetic --twins``) a ``global-vs-local`` design over the hidden regimes adds the ground truth:
 one pooled model vs one model per regime.
@@ -59,7 +60,8 @@ REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "
                 "lai_diff", "gvf_max", "gvf_diff", "soil_depth_pelletier", "soil_depth_statsgo", "soil_porosity",
                 "soil_conductivity", "max_water_content", "sand_frac", "silt_frac", "clay_frac",
                 "carbonate_rocks_frac", "geol_permeability"]
-FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform", "finetune_local"]
+FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform", "finetune_local",
+              "finetune_local_random"]
 FAMILIES = {"influence_global": "influence_global", "influence_loss": "influence_loss",
             "specialize_clusters": "specialize_clusters"}
 
@@ -215,6 +217,23 @@ def export(out: Path, target: Path) -> None:
     print(f"{target}: {', '.join(written)}")
 
 
+def add_new_finetune_arms(design: Path) -> None:
+    """Give a study begun before a fine-tune arm joined the design that arm (and the design's controls of the
+    fine-tune arms); the older manifest is kept as ``experiment.previous_N.json``. Nothing trained is touched."""
+    from nh_crossbasin.experiments.designs import CONTROLS, FINETUNE_ARMS
+    from nh_crossbasin.files import replace_keeping_previous
+    path = design / "experiment.json"
+    manifest = json.loads(path.read_text())
+    arms = (manifest.get("finetune") or {}).get("arms")
+    missing = [arm for arm in FINETUNE_ARMS if arms is not None and arm not in arms]
+    if not missing:
+        return
+    arms.update({arm: {"sampler": FINETUNE_ARMS[arm], "overrides": {}} for arm in missing})
+    manifest["controls"].update({arm: CONTROLS[arm] for arm in FINETUNE_ARMS})
+    replace_keeping_previous(path, json.dumps(manifest, indent=1) + "\n")
+    print(f"added the fine-tune arms {missing} to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="data_kind", required=True)
@@ -281,6 +300,7 @@ def main() -> None:
         ex.build_experiment("homogeneous-vs-heterogeneous", args.out / "base.yml", None, design, n_seeds=args.seeds,
                             finetune_epochs=args.finetune_epochs, clusters=args.clusters, extra_variants=extra,
                             extra_finetune_variants=extra_finetune)
+    add_new_finetune_arms(design)
     controls = json.loads((design / "experiment.json").read_text())["controls"]
     ground_truth = args.out / "regimes"
     if regimes and args.twins and not args.no_ground_truth and not (ground_truth / "experiment.json").exists():

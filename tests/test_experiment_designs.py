@@ -12,6 +12,7 @@ from conftest import require_caravan, synth_config, write_yaml
 from nh_crossbasin.experiments.designs import similar_vs_dissimilar
 from nh_crossbasin.experiments.experiment import build_experiment
 from nh_crossbasin.experiments.regions import region_scheme
+from nh_crossbasin.experiments.specialize import random_partition, specialize
 
 
 @pytest.fixture
@@ -83,6 +84,41 @@ def test_extra_variants_are_compared_with_the_arm_that_differs_only_in_the_weigh
     runs = _runs(out)
     assert _config(runs["influence_loss_seed1"])["xb_influence_apply"] == "loss"
     assert _config(runs["influence_loss_seed1"])["xb_sampler"] == "influence"
+
+
+def test_finetune_arms_each_have_the_control_that_changes_one_thing(tmp_path, base_config):
+    out = tmp_path / "finetune_arms"
+    build_experiment("homogeneous-vs-heterogeneous", base_config, None, out, finetune_epochs=1, clusters=2)
+    manifest = json.loads((out / "experiment.json").read_text())
+    samplers = {arm: spec["sampler"] for arm, spec in manifest["finetune"]["arms"].items()}
+    assert samplers == {"specialize_clusters": "influence", "finetune_uniform": "uniform", "finetune_local": "local",
+                        "finetune_local_random": "local_random"}
+    controls = manifest["controls"]
+    # influence weights vs the same fine-tune with NH's shuffle; the clusters vs a random split of the same sizes
+    assert controls["specialize_clusters"] == "finetune_uniform"
+    assert controls["finetune_local"] == "finetune_local_random"
+    assert controls["finetune_local_random"] == "finetune_uniform"
+    assert controls["finetune_uniform"] == "homogeneous"
+
+
+def test_random_partition_keeps_unit_sizes_and_members_and_mixes_them():
+    clusters = {"cluster_0": [f"a{i}" for i in range(12)], "cluster_1": [f"b{i}" for i in range(8)],
+                "cluster_2": [f"c{i}" for i in range(4)]}
+    dealt = random_partition(clusters, seed=1)
+    assert {k: len(v) for k, v in dealt.items()} == {k: len(v) for k, v in clusters.items()}
+    assert sorted(t for v in dealt.values() for t in v) == sorted(t for v in clusters.values() for t in v)
+    assert dealt == random_partition(clusters, seed=1)
+    assert dealt != random_partition(clusters, seed=2)
+    # mixed: no unit keeps (nearly) its cluster; the identity partition is the negative control of this assertion
+    for partition, mixed in ((dealt, True), (clusters, False)):
+        kept = max(len(set(partition[k]) & set(clusters[k])) / len(clusters[k]) for k in clusters)
+        assert (kept < 0.9) == mixed
+
+
+def test_a_random_partition_needs_clusters(tmp_path):
+    with pytest.raises(ValueError, match="local_random needs --clusters"):
+        specialize(tmp_path / "no_run", tmp_path / "targets.txt", tmp_path / "out", sampler="local_random")
+    assert not (tmp_path / "out").exists()
 
 
 def _hierarchy(synth_data, tmp_path):

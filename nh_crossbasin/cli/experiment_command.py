@@ -23,7 +23,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-size-control", action="store_true", help="skip the equal-size variants")
     parser.add_argument("--finetune-epochs", type=int, default=0,
                         help="homogeneous-vs-heterogeneous: add a pooled run of the base config's epochs E and the "
-                             "fine-tune arms (specialize_clusters, finetune_uniform, finetune_local) of this many "
+                             "fine-tune arms (specialize_clusters, finetune_uniform, finetune_local, "
+                             "finetune_local_random) of this many "
                              "epochs F; the global arms then train E + F epochs (default 0: no fine-tune arms)")
     parser.add_argument("--clusters", type=int, default=2, help="clusters of the fine-tune arms (default 2)")
     parser.add_argument("--finetune-learning-rate", type=float,

@@ -17,10 +17,11 @@ def add_parser(subparsers) -> None:
                                       "re-using it resumes")
     parser.add_argument("--clusters", type=int, help="fine-tune per cluster of targets (k-means on influence rows)")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default 1)")
-    parser.add_argument("--sampler", choices=["influence", "uniform", "local"], default="influence",
+    parser.add_argument("--sampler", choices=["influence", "uniform", "local", "local_random"], default="influence",
                         help="each unit's weights: its influence weights (default), or a control with the same "
-                             "updates: 'uniform' (NH's shuffle over all training basins) or 'local' (the unit's own "
-                             "basins only)")
+                             "updates: 'uniform' (NH's shuffle over all training basins), 'local' (the unit's own "
+                             "basins only) or 'local_random' (with --clusters: the basins of a random partition of "
+                             "the targets into units of the clusters' sizes)")
     parser.add_argument("--refresh-every", type=int, default=1, help="influence refresh interval in epochs")
     parser.add_argument("--learning-rate", type=float, help="fine-tuning learning rate (default: the pooled run's)")
     parser.add_argument("--workers", type=int, default=1, help="concurrent fine-tuning runs (local processes)")

@@ -13,10 +13,11 @@
 - ``homogeneous-vs-heterogeneous``: NH's shuffle vs the influence sampler, globally and with each region as the
   sampler's region of interest (evaluated on that region), each with the control that changes only the weights
   (``uniform_replacement``: the same weighted draw with uniform weights). With fine-tune epochs ``F``, a pooled run of
-  the base config's ``E`` epochs is the start of three fine-tune arms (run by the experiment runner after the
+  the base config's ``E`` epochs is the start of four fine-tune arms (run by the experiment runner after the
   pooled runs): per-cluster specialisation (``specialize_clusters``), the same fine-tune with NH's shuffle
-  (``finetune_uniform``) and with each cluster's own basins only (``finetune_local``); the global arms then train
-  ``E + F`` epochs, so that every arm makes the same number of updates.
+  (``finetune_uniform``), with each cluster's own basins only (``finetune_local``), and with the basins of a random
+  partition of the same sizes only (``finetune_local_random``, the control of ``finetune_local``); the global arms
+  then train ``E + F`` epochs, so that every arm makes the same number of updates.
 """
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ from nh_crossbasin.experiments.regions import RegionScheme, region_centroids
 
 DESIGNS = ("global-vs-local", "similar-vs-dissimilar", "single-vs-regional", "homogeneous-vs-heterogeneous")
 #: fine-tune arms of homogeneous-vs-heterogeneous: arm -> ``nh-xb specialize --sampler``
-FINETUNE_ARMS = {"specialize_clusters": "influence", "finetune_uniform": "uniform", "finetune_local": "local"}
+FINETUNE_ARMS = {"specialize_clusters": "influence", "finetune_uniform": "uniform", "finetune_local": "local",
+                 "finetune_local_random": "local_random"}
 #: each variant's control: the arm that differs from it only in the thing under test
 CONTROLS = {"uniform_replacement": "homogeneous", "influence_global": "uniform_replacement",
             "influence_roi": "uniform_replacement", "specialize_clusters": "finetune_uniform",
-            "finetune_local": "finetune_uniform", "finetune_uniform": "homogeneous"}
+            "finetune_local": "finetune_local_random", "finetune_local_random": "finetune_uniform",
+            "finetune_uniform": "homogeneous"}
 
 
 def variant_control(overrides: dict) -> str:

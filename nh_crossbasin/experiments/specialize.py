@@ -7,13 +7,16 @@ unit's targets as ``xb_influence_targets_file`` and no warm-up, so the weights a
 before the first fine-tuning epoch (and refreshed every ``refresh_every`` epochs). Each unit is evaluated on its own
 targets; the results are merged into ``OUT/specialized`` in NH's result format.
 
-Two controls change only the weights (``sampler``), with the same units, fine-tune epochs and updates:
-``uniform`` fine-tunes with NH's shuffle over all training basins (``xb_sampler: uniform``; the weights do not
-depend on the targets, so one model serves every target), ``local`` fine-tunes on each unit's own basins
-(``xb_sampler: targets_replacement``, NH's epoch length).
+Three controls change only the weights (``sampler``), with the same fine-tune epochs and updates: ``uniform``
+fine-tunes with NH's shuffle over all training basins (``xb_sampler: uniform``; the weights do not depend on the
+targets, so one model serves every target), ``local`` fine-tunes on each unit's own basins
+(``xb_sampler: targets_replacement``, NH's epoch length), and ``local_random`` does the same on a random partition
+of the targets into units of the clusters' sizes (:func:`random_partition`, seeded by the pooled run's seed): it
+tells whether ``local``'s clusters carry information, or any split of the basins would do as well.
 
-Layout of ``OUT``: ``units/<unit>/{targets.txt, finetune.yml, runs/<NH run dir>}``, ``specialized/`` (merged
-results and ``specialization.json``), ``failures.json`` with the units that failed in the latest invocation. Re-running the same command resumes:
+Layout of ``OUT``: ``units/<unit>/{targets.txt, finetune.yml, runs/<NH run dir>}``, ``units.json`` (the
+clusters), ``random_units.json`` (``local_random`` only), ``specialized/`` (merged results and
+``specialization.json``), ``failures.json`` with the units that failed in the latest invocation. Re-running the same command resumes:
 finished units are skipped.
 """
 from __future__ import annotations
@@ -33,7 +36,8 @@ from nh_crossbasin.experiments.writer import write_basin_file
 from nh_crossbasin.files import write_text_once
 
 SUMMARY = "specialization.json"
-SAMPLERS = {"influence": "influence", "uniform": "uniform", "local": "targets_replacement"}
+SAMPLERS = {"influence": "influence", "uniform": "uniform", "local": "targets_replacement",
+            "local_random": "targets_replacement"}
 
 
 def cluster_targets(influence_rows: np.ndarray, targets: List[str], n_clusters: int, seed: int = 0) -> Dict[str, List[str]]:
@@ -53,6 +57,15 @@ def cluster_targets(influence_rows: np.ndarray, targets: List[str], n_clusters: 
     return {f"cluster_{k}": [t for t, label in zip(targets, labels) if label == k] for k in sorted(set(labels))}
 
 
+def _fixed(path: Path, make: Callable[[], Dict[str, List[str]]]) -> Dict[str, List[str]]:
+    """The units recorded in ``path``, or ``make()`` recorded there (so that a resumed run keeps its units)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    units = make()
+    write_text_once(path, json.dumps(units, indent=1) + "\n")
+    return units
+
+
 def plan_units(pooled_run: Path, targets: List[str], clusters: Optional[int], seed: int,
                out: Path) -> Dict[str, List[str]]:
     """Units to fine-tune: one per target, or one per cluster of targets.
@@ -62,15 +75,40 @@ def plan_units(pooled_run: Path, targets: List[str], clusters: Optional[int], se
     """
     if not clusters:
         return {safe_name(t): [t] for t in targets}
-    plan = Path(out) / "units.json"
-    if plan.exists():
-        return json.loads(plan.read_text())
-    from nh_crossbasin.nh.offline_influence import influence_for_run
-    targets_file = write_basin_file(Path(out) / "targets.txt", targets)
-    record, _ = influence_for_run(pooled_run, overrides={"xb_influence_targets_file": str(targets_file.resolve())})
-    units = cluster_targets(record["influence"].values, list(record["target"].values), clusters, seed)
-    write_text_once(plan, json.dumps(units, indent=1) + "\n")
-    return units
+
+    def measure_and_cluster() -> Dict[str, List[str]]:
+        from nh_crossbasin.nh.offline_influence import influence_for_run
+        targets_file = write_basin_file(Path(out) / "targets.txt", targets)
+        record, _ = influence_for_run(pooled_run,
+                                      overrides={"xb_influence_targets_file": str(targets_file.resolve())})
+        return cluster_targets(record["influence"].values, list(record["target"].values), clusters, seed)
+
+    return _fixed(Path(out) / "units.json", measure_and_cluster)
+
+
+def random_partition(units: Dict[str, List[str]], seed: int) -> Dict[str, List[str]]:
+    """The units' targets dealt at random into units of the same names and sizes (a negative control).
+
+    Parameters
+    ----------
+    units : dict
+        ``{unit: [targets]}``, e.g. the influence clusters of :func:`plan_units`.
+    seed : int
+        Seed of the permutation (numpy's default generator).
+
+    Returns
+    -------
+    dict
+        ``{unit: [targets]}``: every target exactly once, each unit as large as before, members sorted.
+    """
+    names = sorted(units)
+    targets = [t for name in names for t in units[name]]
+    shuffled = [targets[i] for i in np.random.default_rng(seed).permutation(len(targets))]
+    result, start = {}, 0
+    for name in names:
+        result[name] = sorted(shuffled[start:start + len(units[name])])
+        start += len(units[name])
+    return result
 
 
 def finetune_config(pooled_run: Path, unit: str, targets_file: Path, run_parent: Path, module_parts: List[str],
@@ -112,7 +150,7 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
         Fine-tune per cluster of targets instead of per target.
     epochs, refresh_every, learning_rate
         Fine-tuning epochs, influence refresh interval, and learning rate (default: the pooled run's).
-    sampler : {'influence', 'uniform', 'local'}
+    sampler : {'influence', 'uniform', 'local', 'local_random'}
         The unit's weights: its heterogeneous influence weights, or a control (see the module docstring).
     overrides : dict, optional
         Further config keys of every fine-tune (e.g. ``xb_influence_temperature``).
@@ -130,6 +168,11 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
 
     from nh_crossbasin.nh.run_dirs import load_trained_model
 
+    if sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {sampler!r}: allowed: {', '.join(SAMPLERS)}")
+    if sampler == "local_random" and not clusters:
+        raise ValueError("--sampler local_random needs --clusters: with one unit per target there is nothing to deal "
+                         "at random")
     pooled_run, out = Path(pooled_run), Path(out)
     cfg, model, pooled_epoch = load_trained_model(pooled_run)
     train_basins = set(load_basin_file(Path(cfg.train_basin_file)))
@@ -138,9 +181,9 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
     if missing or not targets:
         raise ValueError(f"--targets {targets_file}: {len(missing)} of {len(targets)} basins are not training basins "
                          f"of {pooled_run}, e.g. {missing[:5]}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"--sampler {sampler!r}: allowed: {', '.join(SAMPLERS)}")
     units = plan_units(pooled_run, targets, clusters, int(cfg.seed or 0), out)
+    if sampler == "local_random":
+        units = _fixed(out / "random_units.json", lambda: random_partition(units, int(cfg.seed or 0)))
     # uniform weights do not depend on the targets: one fine-tuned model serves every unit
     run_units = {"all_targets": list(targets)} if sampler == "uniform" else units
     yaml, tasks = YAML(), []
