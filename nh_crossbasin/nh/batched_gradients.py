@@ -1,14 +1,16 @@
 """All basins' probe gradients from batched forward/backward passes (exact), for NH ``cudalstm`` and ``xb_ealstm``.
 
 Where it is used (:func:`use_batched`): always when only head parameters count (one forward of the model, then the
-head's per-basin gradients), and for recurrent parameters on a GPU. On the CPU the per-basin loop is faster for
-recurrent parameters: oneDNN's fused LSTM does not expose gate deltas, and exposing them (identity input weights, or
-a Python-level recurrence) costs more than the loop saves (``benchmarks/RESULTS.md``).
+head's per-basin gradients), for recurrent parameters on a GPU, and for ``xb_ealstm``'s recurrent parameters on the
+CPU. For NH ``cudalstm`` on the CPU the per-basin loop stays: oneDNN's fused LSTM runs each basin's small probe
+fast enough that the batched pass, whose recurrence runs step by step in Python, does not catch up
+(``benchmarks/RESULTS.md``).
 
 The per-basin loop of :func:`nh_crossbasin.nh.probes.probe_gradients` runs one forward and one backward per basin.
-Here the probes of many basins run as one batch through an explicit recurrence (:mod:`nh_crossbasin.core.recurrence`)
-whose gate pre-activations are autograd nodes. One backward of the sum of the basins' probe losses gives every
-sample's per-step gate deltas -- samples are independent, so a sample's deltas are those of its own basin's loss --
+Here the probes of many basins run as one batch through an explicit recurrence (:mod:`nh_crossbasin.core.recurrence`):
+on the CPU :class:`~nh_crossbasin.core.recurrence.GateTrace`, with its backward through time written out; on a GPU
+the fused kernel with the gate pre-activations as autograd leaves. One backward of the sum of the basins' probe
+losses gives every sample's per-step gate deltas -- samples are independent, so a sample's deltas are those of its own basin's loss --
 and each basin's recurrent-weight gradients are then one matrix product over its samples and steps. The head's
 gradients are the per-basin gradients of the head alone on the (detached) hidden states: one forward of the
 recurrence when only head parameters count (``xb_influence_params: [head]``). Chunks of at most ``max_sequences``
@@ -25,7 +27,7 @@ import torch
 from torch import nn
 
 from nh_crossbasin.core.influence import CountSketch
-from nh_crossbasin.core.recurrence import ealstm_recurrence, lstm_recurrence, weight_gradients
+from nh_crossbasin.core.recurrence import GateTrace, ealstm_recurrence, lstm_recurrence, weight_gradients
 
 LSTM_PARAMS = ("lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0")
 EALSTM_PARAMS = ("input_gate.weight", "input_gate.bias", "dynamic_gates.weight_ih", "dynamic_gates.weight_hh",
@@ -52,12 +54,12 @@ def supports(model: nn.Module, params: Sequence[Tuple[str, nn.Parameter]]) -> bo
 
 
 def use_batched(model: nn.Module, params: Sequence[Tuple[str, nn.Parameter]]) -> bool:
-    """Whether :func:`~nh_crossbasin.nh.probes.probe_gradients` takes the batched path: supported, and either only
-    head parameters count or the model is on a GPU."""
+    """Whether :func:`~nh_crossbasin.nh.probes.probe_gradients` takes the batched path: supported, and only head
+    parameters count, or the model is on a GPU, or it is ``xb_ealstm``."""
     if not supports(model, params):
         return False
     head_only = all(name.startswith("head.") for name, _ in params)
-    return head_only or next(model.parameters()).is_cuda
+    return head_only or next(model.parameters()).is_cuda or model_family(model) == "ealstm"
 
 
 def concatenate(batches: Sequence[Dict]) -> Dict:
@@ -143,10 +145,14 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
             output = model(data)
         features = model.dropout(output["lstm_output" if family == "lstm" else "h_n"])
     else:
+        # CPU: the hand-written backward of GateTrace; GPU: the fused kernel (cuDNN) with its gate pre-activations
+        # as autograd leaves
+        trace = GateTrace if not next(model.parameters()).is_cuda else None
         if family == "lstm":
             x = model.embedding_net(data).detach()
             lstm = model.lstm
-            run = lstm_recurrence(x, lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+            run = trace.lstm(x, *weights) if trace else lstm_recurrence(x, *weights)
             inputs = x
         else:
             x_d, x_s = model.embedding_net(data, concatenate_output=False)
@@ -154,27 +160,34 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
                 raise ValueError("Need x_s or x_one_hot in forward pass.")
             x_d, x_s = x_d.detach(), x_s.detach()
             gates = model.dynamic_gates
-            run = ealstm_recurrence(x_d, x_s, model.input_gate.weight, model.input_gate.bias, gates.weight_ih,
-                                    gates.weight_hh, gates.bias)
+            weights = (model.input_gate.weight, model.input_gate.bias, gates.weight_ih, gates.weight_hh, gates.bias)
+            run = trace.ealstm(x_d, x_s, *weights) if trace else ealstm_recurrence(x_d, x_s, *weights)
             inputs = x_d
-        features = model.dropout(run.h.transpose(0, 1))
+        hidden = run.h.detach().requires_grad_() if trace else run.h   # [B, T, H] or (GPU) [T, B, H]
+        features = model.dropout(hidden if trace else hidden.transpose(0, 1))
     per_name: Dict[str, List[torch.Tensor]] = {}
     if recurrent:
         prediction = model.head(features)
         total = sum(loss_obj(take(prediction, r), take(data, r))[0] for r in rows)
-        wanted = [run.pre] + ([run.input_gate_pre] if family == "ealstm" and any(
-            n.startswith("input_gate.") for n in recurrent) else [])
-        deltas = torch.autograd.grad(total, wanted)
-        delta = deltas[0]
+        wants_input_gate = family == "ealstm" and any(n.startswith("input_gate.") for n in recurrent)
+        # sample-major gate deltas and h[t-1]: each basin's samples are contiguous [n, T, ·] blocks
+        if trace:
+            delta, d_input_gate = run.backward(torch.autograd.grad(total, [hidden])[0])
+            deltas, previous = ((delta, d_input_gate) if wants_input_gate else (delta,)), run.h_previous
+        else:
+            deltas = torch.autograd.grad(total, [run.pre] + ([run.input_gate_pre] if wants_input_gate else []))
+            delta, previous = (t.detach().transpose(0, 1).contiguous() for t in (deltas[0], run.h_previous))
+        inputs = inputs.transpose(0, 1)
+        bias_per_sample = delta.sum(dim=1)
         for r in rows:
-            d, z, hp = delta[:, r], inputs[:, r], run.h_previous[:, r].detach()
+            d, z, hp = delta[r], inputs[r], previous[r]
+            bias = bias_per_sample[r].sum(dim=0)
             if family == "lstm":
-                bias = d.sum(dim=(0, 1))
                 values = {"lstm.weight_ih_l0": weight_gradients(d, z), "lstm.weight_hh_l0": weight_gradients(d, hp),
                           "lstm.bias_ih_l0": bias, "lstm.bias_hh_l0": bias}
             else:
                 values = {"dynamic_gates.weight_ih": weight_gradients(d, z),
-                          "dynamic_gates.weight_hh": weight_gradients(d, hp), "dynamic_gates.bias": d.sum(dim=(0, 1))}
+                          "dynamic_gates.weight_hh": weight_gradients(d, hp), "dynamic_gates.bias": bias}
                 if len(deltas) > 1:  # deltas of the input gate's pre-activation W_i x_s + b_i, one per sample
                     d_gate = deltas[1][r]
                     values["input_gate.weight"] = d_gate.t() @ x_s[r]

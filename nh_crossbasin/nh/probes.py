@@ -220,9 +220,10 @@ def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optio
                     batched: bool = True) -> ProbeGradients:
     """The probe gradient of every basin, flattened (and sketched) into rows.
 
-    For NH ``cudalstm`` and ``xb_ealstm`` (and ``batched``), all probes run in batched passes when only head
-    parameters count or the model is on a GPU (:mod:`nh_crossbasin.nh.batched_gradients`); otherwise one forward and
-    backward per basin probe (logged once per model class). Memory is ``n_basins × d`` (``d`` = number of selected parameters, or the sketch dimension).
+    With ``batched``, all probes run in batched passes (:mod:`nh_crossbasin.nh.batched_gradients`) for
+    ``xb_ealstm``, and for NH ``cudalstm`` when only head parameters count or the model is on a GPU; otherwise one
+    forward and backward per basin probe (logged once per model class). Memory is ``n_basins × d`` (``d`` = number
+    of selected parameters, or the sketch dimension).
     """
     from nh_crossbasin.nh import batched_gradients
     loss_obj = getattr(loss_fn, "loss_obj", None)
@@ -232,8 +233,8 @@ def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optio
     if batched and type(model).__name__ not in _LOOP_LOGGED:
         _LOOP_LOGGED.add(type(model).__name__)
         LOGGER.info(f"Probe gradients of {type(model).__name__} with these parameters come from one backward pass per "
-                    f"basin (batched passes: NH cudalstm and xb_ealstm without embedding-network parameters, for "
-                    f"head-only gradients or on a GPU).")
+                    f"basin (batched passes: xb_ealstm, and NH cudalstm for head-only gradients or on a GPU, "
+                    f"without embedding-network parameters).")
     tensors = [p for _, p in params]
     result = ProbeGradients.allocate(batches, params, sketch)
     with probe_mode(model):
