@@ -26,8 +26,10 @@ Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs a
    chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
 2. ``test``: the fixed arms (trained now) and the chosen variants are evaluated on the test period, once;
 3. ``export`` (never part of ``all``; trains nothing): the tidy per-basin tables of every finished run (collected
-   as the runner collects them), rounded and without run paths, plus ``choices.json``, to ``--export-dir`` (default ``benchmarks/results/<--out name>``)
-   for committing.
+   as the runner collects them), rounded and without run paths, plus ``choices.json``, to ``--export-dir``
+   (default ``benchmarks/results/<--out name>``) for committing;
+4. ``report`` (never part of ``all``; trains nothing): prints the test-period tables of the results the test
+   stage wrote (paired differences in NSE and in KGE) and writes them to ``OUT/summary.md``.
 
 Pairs are (basin, seed), and basins for the seed-ensemble tables; two-sided paired Wilcoxon tests.
 
@@ -182,6 +184,8 @@ def tables(out: Path, period: str, controls: dict, header: str, baseline: str = 
             table = pd.read_csv(path, dtype={"basin": str, "seed": str})
             text.append(f"{header}, {period} period, {kind}:\n\n"
                         + format_arm_table(arm_table(table, baseline, controls)))
+            text.append(f"the same, paired differences in KGE:\n\n"
+                        + format_arm_table(arm_table(table, baseline, controls, metrics=("KGE", "NSE"))))
             if kind.startswith("(basin"):
                 per_seed = table.groupby(["variant", "seed"])["NSE"].median().unstack().round(3)
                 text.append(f"median {period} NSE per seed:\n\n" + per_seed.to_string())
@@ -240,7 +244,7 @@ def main() -> None:
     for name in ("synthetic", "real"):
         p = sub.add_parser(name)
         p.add_argument("--out", type=Path, required=True)
-        p.add_argument("--stage", choices=["validation", "test", "all", "export"], default="all")
+        p.add_argument("--stage", choices=["validation", "test", "all", "export", "report"], default="all")
         p.add_argument("--export-dir", type=Path, default=None,
                        help="--stage export: target folder (default benchmarks/results/<--out name>)")
         p.add_argument("--seeds", type=int, default=3, help="number of seeds (1, 2, ...)")
@@ -284,6 +288,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.stage == "export":
         export(args.out, args.export_dir or REPO / "benchmarks" / "results" / args.out.name)
+        return
+    if args.stage == "report":
+        design = args.out / "design"
+        text = tables(design, "test", json.loads((design / "experiment.json").read_text())["controls"],
+                      "final configurations (chosen on validation)")
+        print(text)
+        (args.out / "summary.md").write_text(text + "\n")
         return
     if args.data_kind == "real":
         args.learning_rate = {0: args.lr[0], max(1, args.epochs - 1): args.lr[1]}
