@@ -12,10 +12,9 @@ on the CPU :class:`~nh_crossbasin.core.recurrence.GateTrace`, with its backward 
 the fused kernel with the gate pre-activations as autograd leaves. One backward of the sum of the basins' probe
 losses gives every sample's per-step gate deltas -- samples are independent, so a sample's deltas are those of its
 own basin's loss -- and each basin's recurrent-weight gradients are then one matrix product over its samples and
-steps. The head's
-gradients are the per-basin gradients of the head alone on the (detached) hidden states: one forward of the
-recurrence when only head parameters count (``xb_influence_params: [head]``). Chunks of at most ``max_sequences``
-probe sequences bound the memory.
+steps. The head's gradients are the per-basin gradients of the head alone on the (detached) hidden states: one
+forward of the recurrence when only head parameters count (``xb_influence_params: [head]``). Chunks of at most
+``max_sequences`` probe sequences bound the memory.
 
 Other models, and selections that include parameters of an embedding network, use the per-basin loop.
 """
