@@ -18,6 +18,10 @@ evaluation through the plugin's experiment runner), with fine-tune arms:
 On twin data (``synthetic --twins``) a ``global-vs-local`` design over the hidden regimes adds the ground truth:
 one pooled model vs one model per regime.
 
+Variants of a family are the grid ``--temperatures`` × ``--uniform-mixes`` (τ and ε of the influence weights); the
+validation stage chooses among them. K (``--clusters``), F (``--finetune-epochs``) and the learning rate are fixed
+per study.
+
 Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs are never redone or overwritten):
 
 1. ``validation``: the candidates of each family (``influence_global*``, ``influence_loss*``,
@@ -64,6 +68,7 @@ REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "
                 "carbonate_rocks_frac", "geol_permeability"]
 FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform", "finetune_local",
               "finetune_local_random"]
+DEFAULT_MIX = 0.1  # xb_influence_uniform_mix's default
 FAMILIES = {"influence_global": "influence_global", "influence_loss": "influence_loss",
             "specialize_clusters": "specialize_clusters"}
 
@@ -135,17 +140,23 @@ def real(args) -> tuple:
 
 
 def variants(args) -> tuple:
-    """Candidate settings: extra influence_global variants and extra specialisation variants (beyond defaults)."""
+    """Candidate settings: extra influence_global variants and extra specialisation variants (beyond defaults).
+
+    The grid of ``--temperatures`` × ``--uniform-mixes``; a variant's name carries the settings that differ from the
+    defaults (τ = 1, ε = 0.1), e.g. ``influence_global_tau0.3`` or ``specialize_clusters_tau0.3_mix0.3``.
+    """
     influence, finetune = {}, {}
     for tau in args.temperatures:
-        if tau != 1.0:  # τ = 1 is influence_global itself
-            influence[f"influence_global_tau{tau:g}"] = {"xb_influence_temperature": tau}
-        if args.apply_loss:  # the same weights in the loss (importance weights) instead of the draw: its own family
-            influence[f"influence_loss{'' if tau == 1.0 else f'_tau{tau:g}'}"] = {
-                "xb_influence_temperature": tau, "xb_influence_apply": "loss"}
-    for tau in args.temperatures:
-        if tau != 1.0 and not args.no_finetune_variants:
-            finetune[f"specialize_clusters_tau{tau:g}"] = {"xb_influence_temperature": tau}
+        for mix in args.uniform_mixes:
+            suffix = (f"_tau{tau:g}" if tau != 1.0 else "") + (f"_mix{mix:g}" if mix != DEFAULT_MIX else "")
+            keys = {"xb_influence_temperature": tau, **({"xb_influence_uniform_mix": mix} if mix != DEFAULT_MIX
+                                                        else {})}
+            if suffix:  # the defaults are influence_global and specialize_clusters themselves
+                influence[f"influence_global{suffix}"] = dict(keys)
+                if not args.no_finetune_variants:
+                    finetune[f"specialize_clusters{suffix}"] = dict(keys)
+            if args.apply_loss:  # the same weights in the loss (importance weights) instead of the draw: own family
+                influence[f"influence_loss{suffix}"] = dict(keys, xb_influence_apply="loss")
     return influence, finetune
 
 
@@ -255,6 +266,8 @@ def main() -> None:
         p.add_argument("--finetune-epochs", type=int, default=1, help="F (0: no fine-tune arms)")
         p.add_argument("--clusters", type=int, default=2, help="K of the per-cluster arms")
         p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.3])
+        p.add_argument("--uniform-mixes", type=float, nargs="+", default=[DEFAULT_MIX],
+                       help="candidate uniform shares ε (xb_influence_uniform_mix), crossed with --temperatures")
         p.add_argument("--max-updates", type=int, default=None, help="NH's max_updates_per_epoch")
         p.add_argument("--apply-loss", action="store_true",
                        help="also the global sampler's weights applied in the loss (xb_influence_apply: loss)")
