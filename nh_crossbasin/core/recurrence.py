@@ -130,28 +130,27 @@ class GateTrace:
 
     def __init__(self, pre: torch.Tensor, weight_hh: torch.Tensor, order: str,
                  input_gate: Optional[torch.Tensor] = None):
-        self.time_dim = 1
-        n_steps = pre.shape[self.time_dim]
+        n_steps = pre.shape[1]
         hidden = weight_hh.shape[1]
         self.order, self.weight_hh, self.input_gate, self.act = order, weight_hh, input_gate, pre
         self.h, self.c, self.tanh_c = (pre.new_empty(*pre.shape[:2], hidden) for _ in range(3))
         recurrent = weight_hh.t()
         for t in range(n_steps):
-            a = self._step(pre, t)
+            a = pre[:, t]
             if t:
-                a.addmm_(self._step(self.h, t - 1), recurrent)
+                a.addmm_(self.h[:, t - 1], recurrent)
             blocks = self._blocks(a)
             for name, block in blocks.items():
                 (block.tanh_ if name == "g" else block.sigmoid_)()
             gate_in = blocks["i"] if order == "ifgo" else input_gate
-            c = self._step(self.c, t)
+            c = self.c[:, t]
             if t:
-                torch.mul(blocks["f"], self._step(self.c, t - 1), out=c)
+                torch.mul(blocks["f"], self.c[:, t - 1], out=c)
                 c.addcmul_(gate_in, blocks["g"])
             else:
                 torch.mul(gate_in, blocks["g"], out=c)
-            torch.tanh(c, out=self._step(self.tanh_c, t))
-            torch.mul(blocks["o"], self._step(self.tanh_c, t), out=self._step(self.h, t))
+            torch.tanh(c, out=self.tanh_c[:, t])
+            torch.mul(blocks["o"], self.tanh_c[:, t], out=self.h[:, t])
 
     @classmethod
     @torch.no_grad()
@@ -171,10 +170,6 @@ class GateTrace:
         return cls(F.linear(x_d.transpose(0, 1).contiguous(), weight_ih, bias), weight_hh.detach(), "fgo",
                    input_gate)
 
-    def _step(self, tensor: torch.Tensor, t: int) -> torch.Tensor:
-        """Step ``t`` of a ``[B, T, ·]`` tensor: ``[B, ·]``."""
-        return tensor.select(self.time_dim, t)
-
     def _blocks(self, gates: torch.Tensor) -> dict:
         hidden = self.weight_hh.shape[1]
         return {name: gates[:, k * hidden:(k + 1) * hidden] for k, name in enumerate(self.order)}
@@ -183,8 +178,7 @@ class GateTrace:
     def h_previous(self) -> torch.Tensor:
         """``h[t-1]`` ``[B, T, H]`` (zeros at t = 0)."""
         previous = torch.zeros_like(self.h)
-        n_steps = self.h.shape[self.time_dim]
-        previous.narrow(self.time_dim, 1, n_steps - 1).copy_(self.h.narrow(self.time_dim, 0, n_steps - 1))
+        previous[:, 1:] = self.h[:, :-1]
         return previous
 
     @torch.no_grad()
@@ -205,20 +199,20 @@ class GateTrace:
         sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input   # (grad, output, grad_input=out)
         tanh_backward = torch.ops.aten.tanh_backward
         delta = torch.empty_like(self.act)
-        n_steps = delta.shape[self.time_dim]
-        dh, dc, tmp = (torch.zeros_like(self._step(self.c, 0)) for _ in range(3))
+        n_steps = delta.shape[1]
+        dh, dc, tmp = (torch.zeros_like(self.c[:, 0]) for _ in range(3))
         d_input_gate = torch.zeros_like(dh) if self.input_gate is not None else None
         for t in range(n_steps - 1, -1, -1):
-            gates, deltas = self._blocks(self._step(self.act, t)), self._blocks(self._step(delta, t))
+            gates, deltas = self._blocks(self.act[:, t]), self._blocks(delta[:, t])
             gate_in = gates["i"] if self.order == "ifgo" else self.input_gate
-            tanh_c = self._step(self.tanh_c, t)
-            dh.add_(self._step(grad_h, t))
+            tanh_c = self.tanh_c[:, t]
+            dh.add_(grad_h[:, t])
             torch.mul(dh, tanh_c, out=tmp)
             sigmoid_backward(tmp, gates["o"], grad_input=deltas["o"])
             torch.mul(dh, gates["o"], out=tmp)
             dc.add_(tanh_backward(tmp, tanh_c))
             if t:
-                torch.mul(dc, self._step(self.c, t - 1), out=tmp)
+                torch.mul(dc, self.c[:, t - 1], out=tmp)
                 sigmoid_backward(tmp, gates["f"], grad_input=deltas["f"])
             else:
                 deltas["f"].zero_()
@@ -231,7 +225,7 @@ class GateTrace:
                 d_input_gate.addcmul_(dc, gates["g"])
             dc.mul_(gates["f"])
             if t:
-                torch.mm(self._step(delta, t), self.weight_hh, out=dh)
+                torch.mm(delta[:, t], self.weight_hh, out=dh)
         if d_input_gate is not None:
             d_input_gate = torch.ops.aten.sigmoid_backward(d_input_gate, self.input_gate)
         return delta, d_input_gate

@@ -147,12 +147,12 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
     else:
         # CPU: the hand-written backward of GateTrace; GPU: the fused kernel (cuDNN) with its gate pre-activations
         # as autograd leaves
-        trace = GateTrace if not next(model.parameters()).is_cuda else None
+        on_cpu = not next(model.parameters()).is_cuda
         if family == "lstm":
             x = model.embedding_net(data).detach()
             lstm = model.lstm
             weights = (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
-            run = trace.lstm(x, *weights) if trace else lstm_recurrence(x, *weights)
+            run = GateTrace.lstm(x, *weights) if on_cpu else lstm_recurrence(x, *weights)
             inputs = x
         else:
             x_d, x_s = model.embedding_net(data, concatenate_output=False)
@@ -161,17 +161,17 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
             x_d, x_s = x_d.detach(), x_s.detach()
             gates = model.dynamic_gates
             weights = (model.input_gate.weight, model.input_gate.bias, gates.weight_ih, gates.weight_hh, gates.bias)
-            run = trace.ealstm(x_d, x_s, *weights) if trace else ealstm_recurrence(x_d, x_s, *weights)
+            run = GateTrace.ealstm(x_d, x_s, *weights) if on_cpu else ealstm_recurrence(x_d, x_s, *weights)
             inputs = x_d
-        hidden = run.h.detach().requires_grad_() if trace else run.h   # [B, T, H] or (GPU) [T, B, H]
-        features = model.dropout(hidden if trace else hidden.transpose(0, 1))
+        hidden = run.h.detach().requires_grad_() if on_cpu else run.h   # [B, T, H] or (GPU) [T, B, H]
+        features = model.dropout(hidden if on_cpu else hidden.transpose(0, 1))
     per_name: Dict[str, List[torch.Tensor]] = {}
     if recurrent:
         prediction = model.head(features)
         total = sum(loss_obj(take(prediction, r), take(data, r))[0] for r in rows)
         wants_input_gate = family == "ealstm" and any(n.startswith("input_gate.") for n in recurrent)
         # sample-major gate deltas and h[t-1]: each basin's samples are contiguous [n, T, ·] blocks
-        if trace:
+        if on_cpu:
             delta, d_input_gate = run.backward(torch.autograd.grad(total, [hidden])[0])
             deltas, previous = ((delta, d_input_gate) if wants_input_gate else (delta,)), run.h_previous
         else:
