@@ -18,9 +18,14 @@ evaluation through the plugin's experiment runner), with fine-tune arms:
 On twin data (``synthetic --twins``) a ``global-vs-local`` design over the hidden regimes adds the ground truth:
 one pooled model vs one model per regime.
 
-Variants of a family are the grid ``--temperatures`` × ``--uniform-mixes`` (τ and ε of the influence weights); the
-validation stage chooses among them. K (``--clusters``), F (``--finetune-epochs``) and the learning rate are fixed
-per study.
+Variants of a family are the grid ``--temperatures`` × ``--uniform-mixes`` (τ and ε of the influence weights) and,
+for the clustered fine-tune arms, the candidate numbers of clusters ``--clusters K [K ...]`` (each further K adds
+``specialize_clusters_k<K>``, ``finetune_local_k<K>`` and the latter's control ``finetune_local_random_k<K>``, at the
+default τ and ε: the grid is τ × ε at the first K, and K at the defaults); the validation stage chooses among them.
+The families are ``influence_global``, ``influence_loss``, ``specialize_clusters`` and ``finetune_local``. F
+(``--finetune-epochs``) and the learning rate are fixed per study. Candidates added to a study already begun (a
+further K, τ or ε of the fine-tune arms) join its manifest (the older one is kept as ``experiment.previous_N.json``);
+further global variants need a new ``--out``.
 
 Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs are never redone or overwritten):
 
@@ -28,12 +33,14 @@ Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs a
    ``specialize_clusters*``; and the pooled runs they start from) are trained and evaluated on the validation
    period; per family the variant with the best median validation NSE of the seed-ensemble mean prediction is
    chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
-2. ``test``: the fixed arms (trained now) and the chosen variants are evaluated on the test period, once;
+2. ``test``: the fixed arms (trained now), the chosen variants and their controls (at the chosen K) are evaluated on
+   the test period, once;
 3. ``export`` (never part of ``all``; trains nothing): the tidy per-basin tables of every finished run (collected
    as the runner collects them), rounded and without run paths, plus ``choices.json``, to ``--export-dir``
    (default ``benchmarks/results/<--out name>``) for committing;
 4. ``report`` (never part of ``all``; trains nothing): prints the test-period tables of the results the test
-   stage wrote (paired differences in NSE and in KGE) and writes them to ``OUT/summary.md``.
+   stage wrote (paired differences in NSE and in KGE), of the final configurations only (the fixed arms, the chosen
+   variants and their controls), and writes them to ``OUT/summary.md``.
 
 Pairs are (basin, seed), and basins for the seed-ensemble tables; two-sided paired Wilcoxon tests.
 
@@ -60,17 +67,21 @@ from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's package, as in the runs it starts (run the script from REPO)
+from nh_crossbasin.experiments.designs import arm_family, with_controls  # noqa: E402
 CARAVAN = REPO.parent / "shared" / "data" / "camels_us_caravan"
 REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "high_prec_freq", "high_prec_dur",
                 "low_prec_freq", "low_prec_dur", "elev_mean", "slope_mean", "area_gages2", "frac_forest", "lai_max",
                 "lai_diff", "gvf_max", "gvf_diff", "soil_depth_pelletier", "soil_depth_statsgo", "soil_porosity",
                 "soil_conductivity", "max_water_content", "sand_frac", "silt_frac", "clay_frac",
                 "carbonate_rocks_frac", "geol_permeability"]
-FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform", "finetune_local",
-              "finetune_local_random"]
+FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform"]
 DEFAULT_MIX = 0.1  # xb_influence_uniform_mix's default
-FAMILIES = {"influence_global": "influence_global", "influence_loss": "influence_loss",
-            "specialize_clusters": "specialize_clusters"}
+FAMILIES = ("influence_global", "influence_loss", "specialize_clusters", "finetune_local")
+
+
+def final_configurations(choices: dict, controls: dict) -> list:
+    """The fixed arms, the chosen variants and, recursively, their controls."""
+    return with_controls(FIXED_ARMS + [family["chosen"] for family in choices["families"].values()], controls)
 
 
 def training_keys(args) -> dict:
@@ -174,7 +185,7 @@ def choose(out: Path, table: pd.DataFrame) -> dict:
     choices = {"rule": "per family, the variant with the highest median validation NSE of the seed-ensemble mean "
                        "prediction (per-seed NSE when there is one seed)", "families": {}}
     for family in FAMILIES:
-        members = table[table["variant"].str.startswith(family)]
+        members = table[table["variant"].map(arm_family) == family]
         medians = members.groupby("variant")["NSE"].median().sort_values(ascending=False)
         if medians.empty:
             continue
@@ -183,8 +194,10 @@ def choose(out: Path, table: pd.DataFrame) -> dict:
     return choices
 
 
-def tables(out: Path, period: str, controls: dict, header: str, baseline: str = "homogeneous") -> str:
-    """Markdown arm tables (per (basin, seed) and per seed-ensemble) of a design folder."""
+def tables(out: Path, period: str, controls: dict, header: str, baseline: str = "homogeneous",
+           keep: list = None) -> str:
+    """Markdown arm tables (per (basin, seed) and per seed-ensemble) of a design folder (only the variants ``keep``,
+    when given; the others with results of ``period`` are named in a line after the tables)."""
     from nh_crossbasin.experiments.summary import arm_table, format_arm_table
     suffix = "" if period == "test" else f"_{period}"
     text = []
@@ -193,6 +206,8 @@ def tables(out: Path, period: str, controls: dict, header: str, baseline: str = 
         path = out / name
         if path.exists():
             table = pd.read_csv(path, dtype={"basin": str, "seed": str})
+            left_out = sorted(set(table["variant"]) - set(keep or table["variant"]))
+            table = table[table["variant"].isin(keep or table["variant"])]
             text.append(f"{header}, {period} period, {kind}:\n\n"
                         + format_arm_table(arm_table(table, baseline, controls)))
             text.append(f"the same, paired differences in KGE:\n\n"
@@ -200,6 +215,9 @@ def tables(out: Path, period: str, controls: dict, header: str, baseline: str = 
             if kind.startswith("(basin"):
                 per_seed = table.groupby(["variant", "seed"])["NSE"].median().unstack().round(3)
                 text.append(f"median {period} NSE per seed:\n\n" + per_seed.to_string())
+                if left_out:
+                    text.append(f"not final configurations (not chosen on validation, or evaluated on {period} before "
+                                f"they were candidates), left out of these tables: {', '.join(left_out)}")
     return "\n\n".join(text)
 
 
@@ -232,21 +250,29 @@ def export(out: Path, target: Path) -> None:
     print(f"{target}: {', '.join(written)}")
 
 
-def add_new_finetune_arms(design: Path) -> None:
-    """Give a study begun before a fine-tune arm joined the design that arm (and the design's controls of the
-    fine-tune arms); the older manifest is kept as ``experiment.previous_N.json``. Nothing trained is touched."""
-    from nh_crossbasin.experiments.designs import CONTROLS, FINETUNE_ARMS
-    from nh_crossbasin.files import replace_keeping_previous
-    path = design / "experiment.json"
-    manifest = json.loads(path.read_text())
-    arms = (manifest.get("finetune") or {}).get("arms")
-    missing = [arm for arm in FINETUNE_ARMS if arms is not None and arm not in arms]
-    if not missing:
+def join_candidates(design: Path, args, extra: dict, extra_finetune: dict) -> None:
+    """Bring a study begun before some of its candidates (or fine-tune arms) were asked for up to date: the fine-tune
+    arms join the manifest (:func:`nh_crossbasin.experiments.experiment.add_finetune_arms`); a missing global
+    variant, which needs configs of its own, is refused."""
+    import nh_crossbasin.experiments.experiment as ex
+    from nh_crossbasin.experiments.designs import CONTROLS, FINETUNE_ARMS, cluster_count_arms
+    manifest = json.loads((design / "experiment.json").read_text())
+    missing = sorted(set(extra) - {e["variant"] for e in manifest["runs"]})
+    if missing:
+        raise SystemExit(f"{design / 'experiment.json'} was built without the global variants {missing} "
+                         f"(--temperatures, --uniform-mixes, --apply-loss): use a new --out, or the original flags")
+    if not manifest.get("finetune"):
         return
-    arms.update({arm: {"sampler": FINETUNE_ARMS[arm], "overrides": {}} for arm in missing})
-    manifest["controls"].update({arm: CONTROLS[arm] for arm in FINETUNE_ARMS})
-    replace_keeping_previous(path, json.dumps(manifest, indent=1) + "\n")
-    print(f"added the fine-tune arms {missing} to {path}")
+    arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}
+    arms.update({v: {"sampler": "influence", "overrides": dict(o)} for v, o in extra_finetune.items()})
+    controls = dict(CONTROLS, **{v: "finetune_uniform" for v in extra_finetune})
+    study_k = int(manifest["finetune"]["clusters"])
+    if args.clusters[0] != study_k:
+        raise SystemExit(f"{design} was built with --clusters {study_k} first (the default arms' K); give it first")
+    k_arms, k_controls = cluster_count_arms([k for k in args.clusters if k != study_k])
+    added = ex.add_finetune_arms(design, dict(arms, **k_arms), dict(controls, **k_controls))
+    if added:
+        print(f"added the fine-tune arms {added} to {design / 'experiment.json'}")
 
 
 def main() -> None:
@@ -264,7 +290,8 @@ def main() -> None:
         p.add_argument("--warmup", type=int, default=1)
         p.add_argument("--workers", type=int, default=2)
         p.add_argument("--finetune-epochs", type=int, default=1, help="F (0: no fine-tune arms)")
-        p.add_argument("--clusters", type=int, default=2, help="K of the per-cluster arms")
+        p.add_argument("--clusters", type=int, nargs="+", default=[2],
+                       help="K of the per-cluster arms, and further candidate K (chosen on validation)")
         p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.3])
         p.add_argument("--uniform-mixes", type=float, nargs="+", default=[DEFAULT_MIX],
                        help="candidate uniform shares ε (xb_influence_uniform_mix), crossed with --temperatures")
@@ -304,8 +331,9 @@ def main() -> None:
         return
     if args.stage == "report":
         design = args.out / "design"
-        text = tables(design, "test", json.loads((design / "experiment.json").read_text())["controls"],
-                      "final configurations (chosen on validation)")
+        controls = json.loads((design / "experiment.json").read_text())["controls"]
+        text = tables(design, "test", controls, "final configurations (chosen on validation)",
+                      keep=final_configurations(json.loads((args.out / "choices.json").read_text()), controls))
         print(text)
         (args.out / "summary.md").write_text(text + "\n")
         return
@@ -322,9 +350,9 @@ def main() -> None:
     design = args.out / "design"
     if not (design / "experiment.json").exists():
         ex.build_experiment("homogeneous-vs-heterogeneous", args.out / "base.yml", None, design, n_seeds=args.seeds,
-                            finetune_epochs=args.finetune_epochs, clusters=args.clusters, extra_variants=extra,
-                            extra_finetune_variants=extra_finetune)
-    add_new_finetune_arms(design)
+                            finetune_epochs=args.finetune_epochs, clusters=args.clusters[0], extra_variants=extra,
+                            extra_finetune_variants=extra_finetune, cluster_counts=args.clusters)
+    join_candidates(design, args, extra, extra_finetune)
     controls = json.loads((design / "experiment.json").read_text())["controls"]
     ground_truth = args.out / "regimes"
     if regimes and args.twins and not args.no_ground_truth and not (ground_truth / "experiment.json").exists():
@@ -332,8 +360,9 @@ def main() -> None:
     start = time.perf_counter()
     if args.stage in ("validation", "all"):
         manifest = json.loads((design / "experiment.json").read_text())
-        candidates = sorted({e["variant"] for e in manifest["runs"] if e["variant"].startswith(tuple(FAMILIES))}
-                            | {a for a in manifest.get("finetune", {}).get("arms", {}) if a.startswith(tuple(FAMILIES))})
+        arms = (manifest.get("finetune") or {}).get("arms", {})
+        candidates = sorted(v for v in {e["variant"] for e in manifest["runs"]} | set(arms)
+                            if arm_family(v) in FAMILIES)
         ex.run_experiment(design, workers=args.workers, periods=("validation",), variants=candidates)
         choices = choose(args.out, pd.read_csv(design / ("results_validation_ensemble.csv" if args.seeds > 1 else
                                                           "results_validation.csv"), dtype={"basin": str}))
@@ -342,9 +371,9 @@ def main() -> None:
         print(tables(design, "validation", controls, "all candidates"))
     if args.stage in ("test", "all"):
         choices = json.loads((args.out / "choices.json").read_text())
-        chosen = FIXED_ARMS + [c["chosen"] for c in choices["families"].values()]
+        chosen = final_configurations(choices, controls)
         ex.run_experiment(design, workers=args.workers, periods=("test",), variants=chosen)
-        report = [tables(design, "test", controls, "final configurations (chosen on validation)")]
+        report = [tables(design, "test", controls, "final configurations (chosen on validation)", keep=chosen)]
         if (ground_truth / "experiment.json").exists():
             ex.run_experiment(ground_truth, workers=args.workers)
             report.append(tables(ground_truth, "test", {}, "ground truth: one pooled model (global) vs one model per "

@@ -9,8 +9,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import require_caravan, synth_config, write_yaml
-from nh_crossbasin.experiments.designs import similar_vs_dissimilar
-from nh_crossbasin.experiments.experiment import build_experiment
+from nh_crossbasin.experiments.designs import arm_family, cluster_count_arms, similar_vs_dissimilar, with_controls
+from nh_crossbasin.experiments.experiment import add_finetune_arms, build_experiment, finetune_entries
 from nh_crossbasin.experiments.regions import region_scheme
 from nh_crossbasin.experiments.specialize import random_partition, specialize
 
@@ -99,6 +99,56 @@ def test_finetune_arms_each_have_the_control_that_changes_one_thing(tmp_path, ba
     assert controls["finetune_local"] == "finetune_local_random"
     assert controls["finetune_local_random"] == "finetune_uniform"
     assert controls["finetune_uniform"] == "homogeneous"
+
+
+def test_candidate_numbers_of_clusters_each_come_with_their_control_at_the_same_k(tmp_path, base_config):
+    out = tmp_path / "k_candidates"
+    build_experiment("homogeneous-vs-heterogeneous", base_config, None, out, finetune_epochs=1, clusters=2,
+                     cluster_counts=[2, 3])
+    manifest = json.loads((out / "experiment.json").read_text())
+    arms, controls = manifest["finetune"]["arms"], manifest["controls"]
+    # the study's own K adds nothing; K = 3 adds the three clustered arms (finetune_uniform does not depend on K)
+    assert set(arms) - {"specialize_clusters", "finetune_uniform", "finetune_local", "finetune_local_random"} == {
+        "specialize_clusters_k3", "finetune_local_k3", "finetune_local_random_k3"}
+    assert controls["finetune_local_k3"] == "finetune_local_random_k3"
+    assert controls["finetune_local_random_k3"] == "finetune_uniform"
+    assert controls["specialize_clusters_k3"] == "finetune_uniform"
+    entries = {e["variant"]: e for e in finetune_entries(out, manifest)}
+    assert {v: (e["sampler"], e["clusters"]) for v, e in entries.items()} == {
+        "specialize_clusters": ("influence", 2), "finetune_uniform": ("uniform", 2), "finetune_local": ("local", 2),
+        "finetune_local_random": ("local_random", 2), "specialize_clusters_k3": ("influence", 3),
+        "finetune_local_k3": ("local", 3), "finetune_local_random_k3": ("local_random", 3)}
+    # the final configurations of a choice: the chosen arm and its chain of controls, each at the chosen K
+    assert with_controls(["finetune_local_k3", "specialize_clusters"], controls) == [
+        "finetune_local_k3", "finetune_local_random_k3", "finetune_uniform", "homogeneous", "specialize_clusters"]
+    assert [arm_family(v) for v in ("finetune_local_k3", "finetune_local_random_k3", "specialize_clusters_tau0.3_k2",
+                                    "influence_global_tau0.3_mix0.3", "finetune_local")] == [
+        "finetune_local", "finetune_local_random", "specialize_clusters", "influence_global", "finetune_local"]
+    with pytest.raises(ValueError, match="at least 1"):
+        cluster_count_arms([0])
+
+
+def test_new_arms_join_a_study_begun_without_them_and_nothing_is_lost(tmp_path, base_config):
+    out = tmp_path / "resumed"
+    build_experiment("homogeneous-vs-heterogeneous", base_config, None, out, finetune_epochs=1, clusters=2)
+    before = (out / "experiment.json").read_text()
+    arms, controls = cluster_count_arms([4])
+    assert add_finetune_arms(out, arms, controls) == sorted(arms, key=list(arms).index)
+    manifest = json.loads((out / "experiment.json").read_text())
+    assert (out / "experiment.previous_1.json").read_text() == before
+    assert manifest["runs"] == json.loads(before)["runs"] and manifest["finetune"]["arms"]["finetune_local_k4"] == {
+        "sampler": "local", "clusters": 4, "overrides": {}}
+    assert manifest["controls"]["finetune_local_k4"] == "finetune_local_random_k4"
+    # asking again adds nothing and keeps no further copy; an arm of the same name but another K is refused
+    assert add_finetune_arms(out, arms, controls) == []
+    assert not (out / "experiment.previous_2.json").exists()
+    clash = {"finetune_local_k4": dict(arms["finetune_local_k4"], clusters=5)}
+    with pytest.raises(ValueError, match="finetune_local_k4"):
+        add_finetune_arms(out, clash, controls)
+    plain = tmp_path / "no_finetune"
+    build_experiment("homogeneous-vs-heterogeneous", base_config, None, plain)
+    with pytest.raises(ValueError, match="no fine-tune arms"):
+        add_finetune_arms(plain, arms, controls)
 
 
 def test_random_partition_keeps_unit_sizes_and_members_and_mixes_them():

@@ -21,6 +21,7 @@
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -38,6 +39,52 @@ CONTROLS = {"uniform_replacement": "homogeneous", "influence_global": "uniform_r
             "influence_roi": "uniform_replacement", "specialize_clusters": "finetune_uniform",
             "finetune_local": "finetune_local_random", "finetune_local_random": "finetune_uniform",
             "finetune_uniform": "homogeneous"}
+
+
+#: the fine-tune arms whose units are the influence clusters, so that K (the number of clusters) changes them
+CLUSTERED_ARMS = ("specialize_clusters", "finetune_local", "finetune_local_random")
+
+
+def cluster_count_arms(cluster_counts: Sequence[int]) -> tuple:
+    """Fine-tune arms at further numbers of clusters, for choosing K on the validation period.
+
+    For each ``K``, ``<arm>_k<K>`` of every arm of :data:`CLUSTERED_ARMS` (``finetune_uniform`` fine-tunes one model
+    for all targets: K does not change it). Each arm's control is the arm at the same ``K`` that :data:`CONTROLS`
+    names (``finetune_local_k2`` -> ``finetune_local_random_k2``), or ``finetune_uniform``.
+
+    Returns
+    -------
+    tuple of dict
+        ``({arm: {"sampler", "clusters", "overrides"}}, {arm: control})``.
+    """
+    arms, controls = {}, {}
+    for k in cluster_counts:
+        if int(k) < 1:
+            raise ValueError(f"--clusters: every number of clusters must be at least 1, got {k}")
+        suffix = f"_k{int(k)}"
+        for arm in CLUSTERED_ARMS:
+            arms[arm + suffix] = {"sampler": FINETUNE_ARMS[arm], "clusters": int(k), "overrides": {}}
+            control = CONTROLS[arm]
+            controls[arm + suffix] = control + suffix if control in CLUSTERED_ARMS else control
+    return arms, controls
+
+
+def arm_family(variant: str) -> str:
+    """The arm a candidate variant belongs to: its name without the candidate suffixes ``_tau<τ>``, ``_mix<ε>`` and
+    ``_k<K>`` (``specialize_clusters_tau0.3_k2`` -> ``specialize_clusters``; ``finetune_local_random_k2`` ->
+    ``finetune_local_random``, not ``finetune_local``)."""
+    return re.sub(r"(_(tau|mix|k)[0-9.]+)+$", "", variant)
+
+
+def with_controls(variants: Sequence[str], controls: Dict[str, str]) -> List[str]:
+    """``variants`` and, recursively, their controls (``finetune_local_k2`` -> ``finetune_local_random_k2`` ->
+    ``finetune_uniform`` -> ``homogeneous``), in that order, each once."""
+    result = []
+    for variant in variants:
+        while variant and variant not in result:
+            result.append(variant)
+            variant = controls.get(variant)
+    return result
 
 
 def variant_control(overrides: dict) -> str:

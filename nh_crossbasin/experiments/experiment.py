@@ -7,9 +7,9 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, FINETUNE_ARMS, global_vs_local, variant_control,
+from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, FINETUNE_ARMS, cluster_count_arms, global_vs_local,
                                                homogeneous_vs_heterogeneous, safe_name, similar_vs_dissimilar,
-                                               single_vs_regional)
+                                               single_vs_regional, variant_control)
 from nh_crossbasin.experiments.regions import region_scheme
 from nh_crossbasin.experiments.results import run_metrics
 from nh_crossbasin.experiments.runner import FAILURES, finished_run_dir, run_tasks, write_failures
@@ -24,7 +24,8 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
                      finetune_epochs: int = 0, clusters: int = 2, finetune_learning_rate: Optional[float] = None,
                      finetune_overrides: Optional[dict] = None,
                      extra_variants: Optional[dict] = None,
-                     extra_finetune_variants: Optional[dict] = None) -> List[dict]:
+                     extra_finetune_variants: Optional[dict] = None,
+                     cluster_counts: Sequence[int] = ()) -> List[dict]:
     """Write the configs, basin files and manifest of ``design`` to ``out`` and return the manifest's runs.
 
     Parameters
@@ -33,7 +34,9 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
         ``homogeneous-vs-heterogeneous`` only: fine-tune epochs ``F`` of the fine-tune arms (0: none), their number
         of clusters, learning rate (default: the base schedule's value at its last epoch) and further config keys
         of every fine-tune; ``extra_variants``: further global influence-sampler variants, ``{variant: overrides}``;
-        ``extra_finetune_variants``: further per-cluster specialisation variants, ``{variant: overrides}``.
+        ``extra_finetune_variants``: further per-cluster specialisation variants, ``{variant: overrides}``;
+        ``cluster_counts``: further numbers of clusters, each adding the clustered fine-tune arms at that K
+        (:func:`nh_crossbasin.experiments.designs.cluster_count_arms`).
 
     Raises
     ------
@@ -84,6 +87,9 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
         arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}
         arms.update({safe_name(v): {"sampler": "influence", "overrides": dict(o)}
                      for v, o in (extra_finetune_variants or {}).items()})
+        k_arms, k_controls = cluster_count_arms([k for k in cluster_counts if int(k) != int(clusters)])
+        arms.update(k_arms)
+        extra["controls"].update(k_controls)
         extra["finetune"] = {"epochs": int(finetune_epochs), "clusters": int(clusters),
                              "learning_rate": float(finetune_learning_rate or last_lr),
                              "overrides": dict(finetune_overrides or {}), "arms": arms}
@@ -146,6 +152,7 @@ def finetune_entries(out: Path, manifest: dict) -> List[dict]:
             entries.append(dict(pooled, name=f"{arm}_seed{pooled['seed']}", run=arm, variant=arm,
                                 run_parent=str(Path(out) / "finetune" / f"{arm}_seed{pooled['seed']}"),
                                 pooled_run_parent=pooled["run_parent"], sampler=arms[arm]["sampler"],
+                                clusters=arms[arm].get("clusters", manifest["finetune"]["clusters"]),
                                 overrides=arms[arm]["overrides"]))
     return entries
 
@@ -175,6 +182,46 @@ def summarise(table: pd.DataFrame, design: str, controls: Optional[dict] = None)
     return format_arm_table(arm_table(table, BASELINE[design], controls or CONTROLS, metrics=("NSE", "KGE")))
 
 
+def add_finetune_arms(out: Path, arms: dict, controls: dict) -> List[str]:
+    """Add fine-tune arms to the manifest of a design begun without them (a resumed study given a new arm or a new
+    candidate K); the older manifest is kept as ``experiment.previous_N.json``. Nothing trained is touched.
+
+    Parameters
+    ----------
+    arms : dict
+        ``{arm: {"sampler": ..., "overrides": {...}[, "clusters": K]}}``; arms already in the manifest are kept
+        as they are, and must have the same specification.
+    controls : dict
+        ``{arm: control}`` of the arms.
+
+    Returns
+    -------
+    list of str
+        The arms added.
+
+    Raises
+    ------
+    ValueError
+        When the design has no fine-tune arms, or an arm of the manifest has another specification.
+    """
+    from nh_crossbasin.files import replace_keeping_previous
+    path = Path(out) / MANIFEST
+    manifest = json.loads(path.read_text())
+    if not manifest.get("finetune"):
+        raise ValueError(f"{path} has no fine-tune arms (it was built without --finetune-epochs): nothing to add to")
+    present = manifest["finetune"]["arms"]
+    clash = [a for a in arms if a in present and dict(arms[a], clusters=arms[a].get("clusters", 0))
+             != dict(present[a], clusters=present[a].get("clusters", 0))]
+    if clash:
+        raise ValueError(f"{path}: the arms {clash} exist with another specification; use a new --out")
+    added = [a for a in arms if a not in present]
+    if added:
+        present.update({a: arms[a] for a in added})
+        manifest["controls"].update({a: controls[a] for a in added})
+        replace_keeping_previous(path, json.dumps(manifest, indent=1) + "\n")
+    return added
+
+
 def run_finetune_arms(out: Path, manifest: dict, periods: Sequence[str] = ("test",), **execution) -> List[dict]:
     """The fine-tune arms of every seed whose pooled run finished (``nh-xb specialize`` with each arm's sampler);
     finished arms are skipped. Returns one runner-style result per arm and seed."""
@@ -189,7 +236,7 @@ def run_finetune_arms(out: Path, manifest: dict, periods: Sequence[str] = ("test
             continue
         try:
             summary = specialize(pooled, Path(entry["eval_basin_file"]), Path(entry["run_parent"]),
-                                 clusters=options["clusters"], epochs=options["epochs"],
+                                 clusters=entry["clusters"], epochs=options["epochs"],
                                  learning_rate=options["learning_rate"], sampler=entry["sampler"],
                                  overrides=dict(options.get("overrides") or {}, **entry["overrides"]),
                                  periods=periods, log=lambda line: None,
