@@ -20,10 +20,12 @@ one pooled model vs one model per regime.
 
 Variants of a family are the grid ``--temperatures`` × ``--uniform-mixes`` (τ and ε of the influence weights) and,
 for the clustered fine-tune arms, the candidate numbers of clusters ``--clusters K [K ...]`` (each further K adds
-``specialize_clusters_k<K>``, ``finetune_local_k<K>`` and the latter's control ``finetune_local_random_k<K>``, at the
-default τ and ε: the grid is τ × ε at the first K, and K at the defaults); the validation stage chooses among them.
-The families are ``influence_global``, ``influence_loss``, ``specialize_clusters`` and ``finetune_local``. F
-(``--finetune-epochs``) and the learning rate are fixed per study. Candidates added to a study already begun (a
+``specialize_clusters_k<K>``, ``finetune_local_k<K>`` and the latter's control ``finetune_local_random_k<K>``) and of
+fine-tune epochs ``--finetune-epochs F [F ...]`` (each further F adds ``<arm>_f<F>`` of every fine-tune arm, started
+from the pooled run's checkpoint of epoch ``E + F_first - F``, so that the total of updates stays ``E + F_first``
+epochs; NH's ``checkpoint_path``). The grid is τ × ε at the first K and F, then K and F one at a time at the
+defaults; the validation stage chooses among them. The families are ``influence_global``, ``influence_loss``,
+``specialize_clusters`` and ``finetune_local``. The learning rate is fixed per study. Candidates added to a study already begun (a
 further K, τ or ε of the fine-tune arms) join its manifest (the older one is kept as ``experiment.previous_N.json``);
 further global variants need a new ``--out``.
 
@@ -255,7 +257,7 @@ def join_candidates(design: Path, args, extra: dict, extra_finetune: dict) -> No
     arms join the manifest (:func:`nh_crossbasin.experiments.experiment.add_finetune_arms`); a missing global
     variant, which needs configs of its own, is refused."""
     import nh_crossbasin.experiments.experiment as ex
-    from nh_crossbasin.experiments.designs import CONTROLS, FINETUNE_ARMS, cluster_count_arms
+    from nh_crossbasin.experiments.designs import CONTROLS, FINETUNE_ARMS, candidate_arms
     manifest = json.loads((design / "experiment.json").read_text())
     missing = sorted(set(extra) - {e["variant"] for e in manifest["runs"]})
     if missing:
@@ -266,10 +268,12 @@ def join_candidates(design: Path, args, extra: dict, extra_finetune: dict) -> No
     arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}
     arms.update({v: {"sampler": "influence", "overrides": dict(o)} for v, o in extra_finetune.items()})
     controls = dict(CONTROLS, **{v: "finetune_uniform" for v in extra_finetune})
-    study_k = int(manifest["finetune"]["clusters"])
-    if args.clusters[0] != study_k:
-        raise SystemExit(f"{design} was built with --clusters {study_k} first (the default arms' K); give it first")
-    k_arms, k_controls = cluster_count_arms([k for k in args.clusters if k != study_k])
+    study_k, study_f = int(manifest["finetune"]["clusters"]), int(manifest["finetune"]["epochs"])
+    if (args.clusters[0], args.finetune_epochs[0]) != (study_k, study_f):
+        raise SystemExit(f"{design} was built with --clusters {study_k} and --finetune-epochs {study_f} first (the "
+                         f"default arms' K and F); give them first")
+    k_arms, k_controls = candidate_arms([k for k in args.clusters if k != study_k],
+                                        [f for f in args.finetune_epochs if f != study_f], args.epochs, study_f)
     added = ex.add_finetune_arms(design, dict(arms, **k_arms), dict(controls, **k_controls))
     if added:
         print(f"added the fine-tune arms {added} to {design / 'experiment.json'}")
@@ -289,7 +293,9 @@ def main() -> None:
         p.add_argument("--model", default="cudalstm")
         p.add_argument("--warmup", type=int, default=1)
         p.add_argument("--workers", type=int, default=2)
-        p.add_argument("--finetune-epochs", type=int, default=1, help="F (0: no fine-tune arms)")
+        p.add_argument("--finetune-epochs", type=int, nargs="+", default=[1],
+                       help="F (0: no fine-tune arms), and further candidate F (chosen on validation; each starts "
+                            "from the pooled run's epoch E + F_first - F, at the same total of updates)")
         p.add_argument("--clusters", type=int, nargs="+", default=[2],
                        help="K of the per-cluster arms, and further candidate K (chosen on validation)")
         p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.3])
@@ -350,8 +356,9 @@ def main() -> None:
     design = args.out / "design"
     if not (design / "experiment.json").exists():
         ex.build_experiment("homogeneous-vs-heterogeneous", args.out / "base.yml", None, design, n_seeds=args.seeds,
-                            finetune_epochs=args.finetune_epochs, clusters=args.clusters[0], extra_variants=extra,
-                            extra_finetune_variants=extra_finetune, cluster_counts=args.clusters)
+                            finetune_epochs=args.finetune_epochs[0], clusters=args.clusters[0],
+                            extra_variants=extra, extra_finetune_variants=extra_finetune,
+                            cluster_counts=args.clusters, finetune_epoch_counts=args.finetune_epochs)
     join_candidates(design, args, extra, extra_finetune)
     controls = json.loads((design / "experiment.json").read_text())["controls"]
     ground_truth = args.out / "regimes"

@@ -9,7 +9,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from conftest import require_caravan, synth_config, write_yaml
-from nh_crossbasin.experiments.designs import arm_family, cluster_count_arms, similar_vs_dissimilar, with_controls
+from nh_crossbasin.experiments.designs import arm_family, candidate_arms, similar_vs_dissimilar, with_controls
 from nh_crossbasin.experiments.experiment import add_finetune_arms, build_experiment, finetune_entries
 from nh_crossbasin.experiments.regions import region_scheme
 from nh_crossbasin.experiments.specialize import random_partition, specialize
@@ -103,6 +103,10 @@ def test_finetune_arms_each_have_the_control_that_changes_one_thing(tmp_path, ba
 
 def test_candidate_numbers_of_clusters_each_come_with_their_control_at_the_same_k(tmp_path, base_config):
     out = tmp_path / "k_candidates"
+    # base config: E = 1 pooled epoch; F = 1, so the study's total is 2 epochs and F = 2 starts from epoch 0 (none)
+    with pytest.raises(ValueError, match="candidate F = 2"):
+        build_experiment("homogeneous-vs-heterogeneous", base_config, None, tmp_path / "bad", finetune_epochs=1,
+                         finetune_epoch_counts=[1, 2])
     build_experiment("homogeneous-vs-heterogeneous", base_config, None, out, finetune_epochs=1, clusters=2,
                      cluster_counts=[2, 3])
     manifest = json.loads((out / "experiment.json").read_text())
@@ -114,25 +118,39 @@ def test_candidate_numbers_of_clusters_each_come_with_their_control_at_the_same_
     assert controls["finetune_local_random_k3"] == "finetune_uniform"
     assert controls["specialize_clusters_k3"] == "finetune_uniform"
     entries = {e["variant"]: e for e in finetune_entries(out, manifest)}
-    assert {v: (e["sampler"], e["clusters"]) for v, e in entries.items()} == {
-        "specialize_clusters": ("influence", 2), "finetune_uniform": ("uniform", 2), "finetune_local": ("local", 2),
-        "finetune_local_random": ("local_random", 2), "specialize_clusters_k3": ("influence", 3),
-        "finetune_local_k3": ("local", 3), "finetune_local_random_k3": ("local_random", 3)}
+    assert {v: (e["sampler"], e["clusters"], e["epochs"], e["pooled_epoch"]) for v, e in entries.items()} == {
+        "specialize_clusters": ("influence", 2, 1, None), "finetune_uniform": ("uniform", 2, 1, None),
+        "finetune_local": ("local", 2, 1, None), "finetune_local_random": ("local_random", 2, 1, None),
+        "specialize_clusters_k3": ("influence", 3, 1, None), "finetune_local_k3": ("local", 3, 1, None),
+        "finetune_local_random_k3": ("local_random", 3, 1, None)}
+    # F candidates (E = 4, F = 1: a total of 5 epochs): F = 2 starts from the pooled epoch 3, every arm at F = 2,
+    # each with its control at F = 2
+    f_arms, f_controls = candidate_arms(finetune_epochs=[2], pooled_epochs=4, study_finetune_epochs=1)
+    assert {a: (s["sampler"], s["epochs"], s["pooled_epoch"]) for a, s in f_arms.items()} == {
+        "specialize_clusters_f2": ("influence", 2, 3), "finetune_uniform_f2": ("uniform", 2, 3),
+        "finetune_local_f2": ("local", 2, 3), "finetune_local_random_f2": ("local_random", 2, 3)}
+    assert f_controls == {"specialize_clusters_f2": "finetune_uniform_f2", "finetune_uniform_f2": "homogeneous",
+                          "finetune_local_f2": "finetune_local_random_f2",
+                          "finetune_local_random_f2": "finetune_uniform_f2"}
+    for bad in ([0], [5]):  # below the study's F; no pooled epoch left to start from
+        with pytest.raises(ValueError, match="--finetune-epochs"):
+            candidate_arms(finetune_epochs=bad, pooled_epochs=4, study_finetune_epochs=1)
     # the final configurations of a choice: the chosen arm and its chain of controls, each at the chosen K
     assert with_controls(["finetune_local_k3", "specialize_clusters"], controls) == [
         "finetune_local_k3", "finetune_local_random_k3", "finetune_uniform", "homogeneous", "specialize_clusters"]
     assert [arm_family(v) for v in ("finetune_local_k3", "finetune_local_random_k3", "specialize_clusters_tau0.3_k2",
-                                    "influence_global_tau0.3_mix0.3", "finetune_local")] == [
-        "finetune_local", "finetune_local_random", "specialize_clusters", "influence_global", "finetune_local"]
+                                    "influence_global_tau0.3_mix0.3", "finetune_uniform_f2", "finetune_local")] == [
+        "finetune_local", "finetune_local_random", "specialize_clusters", "influence_global", "finetune_uniform",
+        "finetune_local"]
     with pytest.raises(ValueError, match="at least 1"):
-        cluster_count_arms([0])
+        candidate_arms([0])
 
 
 def test_new_arms_join_a_study_begun_without_them_and_nothing_is_lost(tmp_path, base_config):
     out = tmp_path / "resumed"
     build_experiment("homogeneous-vs-heterogeneous", base_config, None, out, finetune_epochs=1, clusters=2)
     before = (out / "experiment.json").read_text()
-    arms, controls = cluster_count_arms([4])
+    arms, controls = candidate_arms([4])
     assert add_finetune_arms(out, arms, controls) == sorted(arms, key=list(arms).index)
     manifest = json.loads((out / "experiment.json").read_text())
     assert (out / "experiment.previous_1.json").read_text() == before

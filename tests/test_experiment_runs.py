@@ -22,9 +22,10 @@ TINY = {"hidden_size": 4, "seq_length": 20, "max_updates_per_epoch": 4, "batch_s
 
 @pytest.fixture(scope="module")
 def pooled(synth_data, tmp_path_factory):
-    """A tiny pooled run on the synthetic basins and a 2-target file."""
+    """A tiny pooled run (2 epochs) on the synthetic basins and a 2-target file."""
     root = tmp_path_factory.mktemp("pooled")
-    config = write_yaml(root / "pooled.yml", synth_config(synth_data, root / "runs", loss="xb_nse_star", **TINY))
+    config = write_yaml(root / "pooled.yml", synth_config(synth_data, root / "runs", loss="xb_nse_star", epochs=2,
+                                                          **TINY))
     run_cli(["nh-run", "train", "--config-file", config], cwd=root)
     targets = root / "targets.txt"
     targets.write_text("\n".join(sorted(synth_data.basins)[:2]) + "\n")
@@ -105,6 +106,27 @@ def test_specialize_resumes_after_a_killed_run(tmp_path, pooled):
     compared = run_cli(["nh-xb", "compare", run_dir, out / "specialized", "--out", tmp_path / "compare",
                         "--metrics", "NSE"], cwd=tmp_path)
     assert "(B) vs" in compared.stdout and (tmp_path / "compare" / "comparison.csv").is_file()
+
+
+def test_specialize_from_an_earlier_pooled_epoch_starts_from_its_weights(tmp_path, pooled):
+    """At learning rate 0 the fine-tuned weights are the start's: those of --pooled-epoch 1, not the last epoch's."""
+    import torch
+    run_dir, targets, _ = pooled
+    pooled_weights = {e: torch.load(run_dir / f"model_epoch00{e}.pt", weights_only=True) for e in (1, 2)}
+    assert any(not torch.equal(pooled_weights[1][k], pooled_weights[2][k]) for k in pooled_weights[1])
+    started = {}
+    for name, extra in (("epoch1", ["--pooled-epoch", "1"]), ("last", [])):
+        out = tmp_path / name
+        run_cli(["nh-xb", "specialize", "--run-dir", run_dir, "--targets", targets, "--out", out, "--sampler",
+                 "uniform", "--learning-rate", "0", *extra], cwd=tmp_path)
+        unit_run = single_run_dir(out / "units" / "all_targets" / "runs")
+        started[name] = torch.load(unit_run / "model_epoch001.pt", weights_only=True)
+        summary = json.loads((out / "specialized" / "specialization.json").read_text())
+        assert summary["pooled_epoch"] == (1 if extra else 2)
+    for name, epoch in (("epoch1", 1), ("last", 2)):
+        assert all(torch.equal(started[name][k], pooled_weights[epoch][k]) for k in pooled_weights[epoch]), name
+    # the negative control of the same assertion: the earlier start is not the last epoch's weights
+    assert not all(torch.equal(started["epoch1"][k], pooled_weights[2][k]) for k in pooled_weights[2])
 
 
 def test_ray_with_two_workers_equals_a_serial_run(tmp_path, pooled):

@@ -17,6 +17,8 @@ def add_parser(subparsers) -> None:
                                       "re-using it resumes")
     parser.add_argument("--clusters", type=int, help="fine-tune per cluster of targets (k-means on influence rows)")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs (default 1)")
+    parser.add_argument("--pooled-epoch", type=int,
+                        help="start from the pooled run's weights of this epoch (default: its last saved one)")
     parser.add_argument("--sampler", choices=["influence", "uniform", "local", "local_random"], default="influence",
                         help="each unit's weights: its influence weights (default), or a control with the same "
                              "updates: 'uniform' (NH's shuffle over all training basins), 'local' (the unit's own "
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> None:
     summary = specialize(run_dir, Path(args.targets), out, clusters=args.clusters, epochs=args.epochs,
                          refresh_every=args.refresh_every, learning_rate=args.learning_rate, workers=args.workers,
                          ray=args.ray, gpus=args.gpus, gpus_per_task=args.gpus_per_task,
-                         threads_per_task=args.threads_per_task, sampler=args.sampler)
+                         threads_per_task=args.threads_per_task, sampler=args.sampler,
+                         pooled_epoch=args.pooled_epoch)
     failed = [u for u, s in summary["status"].items() if s == "failed"]
     print(f"{len(summary['units']) - len(failed)} of {len(summary['units'])} units finished; merged results: "
           f"{summary['merged']}")

@@ -45,35 +45,59 @@ CONTROLS = {"uniform_replacement": "homogeneous", "influence_global": "uniform_r
 CLUSTERED_ARMS = ("specialize_clusters", "finetune_local", "finetune_local_random")
 
 
-def cluster_count_arms(cluster_counts: Sequence[int]) -> tuple:
-    """Fine-tune arms at further numbers of clusters, for choosing K on the validation period.
+def candidate_arms(cluster_counts: Sequence[int] = (), finetune_epochs: Sequence[int] = (), pooled_epochs: int = 0,
+                   study_finetune_epochs: int = 1) -> tuple:
+    """Fine-tune arms at further numbers of clusters K or fine-tune epochs F, for choosing them on validation.
 
-    For each ``K``, ``<arm>_k<K>`` of every arm of :data:`CLUSTERED_ARMS` (``finetune_uniform`` fine-tunes one model
-    for all targets: K does not change it). Each arm's control is the arm at the same ``K`` that :data:`CONTROLS`
-    names (``finetune_local_k2`` -> ``finetune_local_random_k2``), or ``finetune_uniform``.
+    - For each ``K``: ``<arm>_k<K>`` of every arm of :data:`CLUSTERED_ARMS` (``finetune_uniform`` fine-tunes one
+      model for all targets: K does not change it).
+    - For each ``F`` (at least the study's ``F``): ``<arm>_f<F>`` of every fine-tune arm, starting from the pooled
+      run's weights of epoch ``E + F_study - F`` (``pooled_epoch``), so that every arm keeps the study's total of
+      ``E + F_study`` epochs of updates. A smaller ``F`` would need a longer pooled run than the study trained.
+
+    Each arm's control is the arm at the same K or F that :data:`CONTROLS` names (``finetune_local_k2`` ->
+    ``finetune_local_random_k2``), or the control itself where it does not depend on that setting.
+
+    Parameters
+    ----------
+    pooled_epochs, study_finetune_epochs : int
+        The study's ``E`` (epochs of the pooled run) and ``F``; needed with ``finetune_epochs``.
 
     Returns
     -------
     tuple of dict
-        ``({arm: {"sampler", "clusters", "overrides"}}, {arm: control})``.
+        ``({arm: {"sampler", "overrides"[, "clusters"][, "epochs", "pooled_epoch"]}}, {arm: control})``.
+
+    Raises
+    ------
+    ValueError
+        For a K below 1, or an F below the study's F or above its total of epochs.
     """
     arms, controls = {}, {}
+    settings = [(f"_k{int(k)}", {"clusters": int(k)}, CLUSTERED_ARMS) for k in cluster_counts]
     for k in cluster_counts:
         if int(k) < 1:
             raise ValueError(f"--clusters: every number of clusters must be at least 1, got {k}")
-        suffix = f"_k{int(k)}"
-        for arm in CLUSTERED_ARMS:
-            arms[arm + suffix] = {"sampler": FINETUNE_ARMS[arm], "clusters": int(k), "overrides": {}}
+    total = int(pooled_epochs) + int(study_finetune_epochs)
+    for f in finetune_epochs:
+        if not int(study_finetune_epochs) <= int(f) < total:
+            raise ValueError(f"--finetune-epochs: candidate F = {f} must lie between the study's F = "
+                             f"{study_finetune_epochs} and its total of {total} epochs minus one (a smaller F needs a "
+                             f"longer pooled run than the study's E = {pooled_epochs})")
+        settings.append((f"_f{int(f)}", {"epochs": int(f), "pooled_epoch": total - int(f)}, tuple(FINETUNE_ARMS)))
+    for suffix, spec, members in settings:
+        for arm in members:
+            arms[arm + suffix] = {"sampler": FINETUNE_ARMS[arm], **spec, "overrides": {}}
             control = CONTROLS[arm]
-            controls[arm + suffix] = control + suffix if control in CLUSTERED_ARMS else control
+            controls[arm + suffix] = control + suffix if control in members else control
     return arms, controls
 
 
 def arm_family(variant: str) -> str:
-    """The arm a candidate variant belongs to: its name without the candidate suffixes ``_tau<τ>``, ``_mix<ε>`` and
-    ``_k<K>`` (``specialize_clusters_tau0.3_k2`` -> ``specialize_clusters``; ``finetune_local_random_k2`` ->
+    """The arm a candidate variant belongs to: its name without the candidate suffixes ``_tau<τ>``, ``_mix<ε>``,
+    ``_k<K>`` and ``_f<F>`` (``specialize_clusters_tau0.3_k2`` -> ``specialize_clusters``; ``finetune_local_random_k2`` ->
     ``finetune_local_random``, not ``finetune_local``)."""
-    return re.sub(r"(_(tau|mix|k)[0-9.]+)+$", "", variant)
+    return re.sub(r"(_(tau|mix|k|f)[0-9.]+)+$", "", variant)
 
 
 def with_controls(variants: Sequence[str], controls: Dict[str, str]) -> List[str]:

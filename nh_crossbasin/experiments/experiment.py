@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, FINETUNE_ARMS, cluster_count_arms, global_vs_local,
+from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, FINETUNE_ARMS, candidate_arms, global_vs_local,
                                                homogeneous_vs_heterogeneous, safe_name, similar_vs_dissimilar,
                                                single_vs_regional, variant_control)
 from nh_crossbasin.experiments.regions import region_scheme
@@ -25,7 +25,7 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
                      finetune_overrides: Optional[dict] = None,
                      extra_variants: Optional[dict] = None,
                      extra_finetune_variants: Optional[dict] = None,
-                     cluster_counts: Sequence[int] = ()) -> List[dict]:
+                     cluster_counts: Sequence[int] = (), finetune_epoch_counts: Sequence[int] = ()) -> List[dict]:
     """Write the configs, basin files and manifest of ``design`` to ``out`` and return the manifest's runs.
 
     Parameters
@@ -35,8 +35,8 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
         of clusters, learning rate (default: the base schedule's value at its last epoch) and further config keys
         of every fine-tune; ``extra_variants``: further global influence-sampler variants, ``{variant: overrides}``;
         ``extra_finetune_variants``: further per-cluster specialisation variants, ``{variant: overrides}``;
-        ``cluster_counts``: further numbers of clusters, each adding the clustered fine-tune arms at that K
-        (:func:`nh_crossbasin.experiments.designs.cluster_count_arms`).
+        ``cluster_counts``, ``finetune_epoch_counts``: further numbers of clusters K and of fine-tune epochs F, each
+        adding the fine-tune arms at that K or F (:func:`nh_crossbasin.experiments.designs.candidate_arms`).
 
     Raises
     ------
@@ -87,7 +87,9 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
         arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}
         arms.update({safe_name(v): {"sampler": "influence", "overrides": dict(o)}
                      for v, o in (extra_finetune_variants or {}).items()})
-        k_arms, k_controls = cluster_count_arms([k for k in cluster_counts if int(k) != int(clusters)])
+        k_arms, k_controls = candidate_arms([k for k in cluster_counts if int(k) != int(clusters)],
+                                            [f for f in finetune_epoch_counts if int(f) != int(finetune_epochs)],
+                                            int(cfg.epochs), int(finetune_epochs))
         arms.update(k_arms)
         extra["controls"].update(k_controls)
         extra["finetune"] = {"epochs": int(finetune_epochs), "clusters": int(clusters),
@@ -153,6 +155,8 @@ def finetune_entries(out: Path, manifest: dict) -> List[dict]:
                                 run_parent=str(Path(out) / "finetune" / f"{arm}_seed{pooled['seed']}"),
                                 pooled_run_parent=pooled["run_parent"], sampler=arms[arm]["sampler"],
                                 clusters=arms[arm].get("clusters", manifest["finetune"]["clusters"]),
+                                epochs=arms[arm].get("epochs", manifest["finetune"]["epochs"]),
+                                pooled_epoch=arms[arm].get("pooled_epoch"),
                                 overrides=arms[arm]["overrides"]))
     return entries
 
@@ -189,8 +193,8 @@ def add_finetune_arms(out: Path, arms: dict, controls: dict) -> List[str]:
     Parameters
     ----------
     arms : dict
-        ``{arm: {"sampler": ..., "overrides": {...}[, "clusters": K]}}``; arms already in the manifest are kept
-        as they are, and must have the same specification.
+        ``{arm: {"sampler": ..., "overrides": {...}[, "clusters": K][, "epochs": F, "pooled_epoch": e]}}``; arms
+        already in the manifest are kept as they are, and must have the same specification.
     controls : dict
         ``{arm: control}`` of the arms.
 
@@ -210,8 +214,7 @@ def add_finetune_arms(out: Path, arms: dict, controls: dict) -> List[str]:
     if not manifest.get("finetune"):
         raise ValueError(f"{path} has no fine-tune arms (it was built without --finetune-epochs): nothing to add to")
     present = manifest["finetune"]["arms"]
-    clash = [a for a in arms if a in present and dict(arms[a], clusters=arms[a].get("clusters", 0))
-             != dict(present[a], clusters=present[a].get("clusters", 0))]
+    clash = [a for a in arms if a in present and arms[a] != present[a]]
     if clash:
         raise ValueError(f"{path}: the arms {clash} exist with another specification; use a new --out")
     added = [a for a in arms if a not in present]
@@ -236,7 +239,8 @@ def run_finetune_arms(out: Path, manifest: dict, periods: Sequence[str] = ("test
             continue
         try:
             summary = specialize(pooled, Path(entry["eval_basin_file"]), Path(entry["run_parent"]),
-                                 clusters=entry["clusters"], epochs=options["epochs"],
+                                 clusters=entry["clusters"], epochs=entry["epochs"],
+                                 pooled_epoch=entry["pooled_epoch"],
                                  learning_rate=options["learning_rate"], sampler=entry["sampler"],
                                  overrides=dict(options.get("overrides") or {}, **entry["overrides"]),
                                  periods=periods, log=lambda line: None,

@@ -67,11 +67,12 @@ def _fixed(path: Path, make: Callable[[], Dict[str, List[str]]]) -> Dict[str, Li
 
 
 def plan_units(pooled_run: Path, targets: List[str], clusters: Optional[int], seed: int,
-               out: Path) -> Dict[str, List[str]]:
+               out: Path, epoch: Optional[int] = None) -> Dict[str, List[str]]:
     """Units to fine-tune: one per target, or one per cluster of targets.
 
-    Clustering measures the pooled model's influence on the targets (``nh-xb influence``; the record is written
-    to the pooled run's ``influence/`` folder as a new file) and is fixed in ``OUT/units.json`` for resumption.
+    Clustering measures the pooled model's influence on the targets (``nh-xb influence``, with the weights of
+    ``epoch``, default the last; the record is written to the pooled run's ``influence/`` folder as a new file) and
+    is fixed in ``OUT/units.json`` for resumption.
     """
     if not clusters:
         return {safe_name(t): [t] for t in targets}
@@ -79,7 +80,7 @@ def plan_units(pooled_run: Path, targets: List[str], clusters: Optional[int], se
     def measure_and_cluster() -> Dict[str, List[str]]:
         from nh_crossbasin.nh.offline_influence import influence_for_run
         targets_file = write_basin_file(Path(out) / "targets.txt", targets)
-        record, _ = influence_for_run(pooled_run,
+        record, _ = influence_for_run(pooled_run, epoch,
                                       overrides={"xb_influence_targets_file": str(targets_file.resolve())})
         return cluster_targets(record["influence"].values, list(record["target"].values), clusters, seed)
 
@@ -113,8 +114,9 @@ def random_partition(units: Dict[str, List[str]], seed: int) -> Dict[str, List[s
 
 def finetune_config(pooled_run: Path, unit: str, targets_file: Path, run_parent: Path, module_parts: List[str],
                     epochs: int, refresh_every: int, learning_rate: Optional[float], sampler: str = "influence",
-                    overrides: Optional[dict] = None) -> dict:
-    """NH finetune config of one unit (``sampler``: a key of :data:`SAMPLERS`)."""
+                    overrides: Optional[dict] = None, checkpoint: Optional[Path] = None) -> dict:
+    """NH finetune config of one unit (``sampler``: a key of :data:`SAMPLERS`; ``checkpoint``: the pooled weights
+    to start from, NH's ``checkpoint_path``, when they are not the pooled run's last)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"--sampler {sampler!r}: allowed: {', '.join(SAMPLERS)}")
     cfg = {"base_run_dir": str(Path(pooled_run).resolve()), "experiment_name": f"specialize_{unit}",
@@ -126,6 +128,8 @@ def finetune_config(pooled_run: Path, unit: str, targets_file: Path, run_parent:
            "save_weights_every": 1}
     if learning_rate is not None:
         cfg["learning_rate"] = float(learning_rate)
+    if checkpoint is not None:
+        cfg["checkpoint_path"] = str(Path(checkpoint).resolve())
     cfg.update(overrides or {})
     return cfg
 
@@ -135,7 +139,7 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
                ray: Optional[str] = None, gpus: Optional[List[int]] = None, gpus_per_task: float = 0,
                threads_per_task: Optional[int] = None, log: Callable[[str], None] = print,
                sampler: str = "influence", overrides: Optional[dict] = None,
-               periods: Sequence[str] = ("test",)) -> dict:
+               periods: Sequence[str] = ("test",), pooled_epoch: Optional[int] = None) -> dict:
     """Fine-tune one model per target (or cluster), evaluate each on its targets, merge the results.
 
     Parameters
@@ -156,6 +160,10 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
         Further config keys of every fine-tune (e.g. ``xb_influence_temperature``).
     periods : sequence of str
         Periods each unit is evaluated on (each merged into ``OUT/specialized``).
+    pooled_epoch : int, optional
+        Start from the pooled run's weights of this epoch (default: its last); the clusters are measured on them
+        too. With ``E`` pooled epochs, ``pooled_epoch = E - 1`` and ``epochs = 2`` make as many updates as the last
+        epoch and ``epochs = 1``: fine-tune epochs ``F`` can be varied at a fixed total.
     workers, ray, gpus, gpus_per_task, threads_per_task
         Execution, see :func:`nh_crossbasin.experiments.runner.run_tasks`.
 
@@ -166,7 +174,7 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
     """
     from neuralhydrology.datautils.utils import load_basin_file
 
-    from nh_crossbasin.nh.run_dirs import load_trained_model
+    from nh_crossbasin.nh.run_dirs import load_trained_model, weight_file
 
     if sampler not in SAMPLERS:
         raise ValueError(f"--sampler {sampler!r}: allowed: {', '.join(SAMPLERS)}")
@@ -174,14 +182,15 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
         raise ValueError("--sampler local_random needs --clusters: with one unit per target there is nothing to deal "
                          "at random")
     pooled_run, out = Path(pooled_run), Path(out)
-    cfg, model, pooled_epoch = load_trained_model(pooled_run)
+    cfg, model, start_epoch = load_trained_model(pooled_run, pooled_epoch)
+    checkpoint = weight_file(pooled_run, pooled_epoch)[0] if pooled_epoch is not None else None
     train_basins = set(load_basin_file(Path(cfg.train_basin_file)))
     targets = load_basin_file(Path(targets_file))
     missing = [t for t in targets if t not in train_basins]
     if missing or not targets:
         raise ValueError(f"--targets {targets_file}: {len(missing)} of {len(targets)} basins are not training basins "
                          f"of {pooled_run}, e.g. {missing[:5]}")
-    units = plan_units(pooled_run, targets, clusters, int(cfg.seed or 0), out)
+    units = plan_units(pooled_run, targets, clusters, int(cfg.seed or 0), out, pooled_epoch)
     if sampler == "local_random":
         units = _fixed(out / "random_units.json", lambda: random_partition(units, int(cfg.seed or 0)))
     # uniform weights do not depend on the targets: one fine-tuned model serves every unit
@@ -192,10 +201,10 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
         unit_targets = write_basin_file(folder / "targets.txt", members)
         text = StringIO()
         yaml.dump(finetune_config(pooled_run, unit, unit_targets, folder / "runs", type(model).module_parts, epochs,
-                                  refresh_every, learning_rate, sampler, overrides), text)
+                                  refresh_every, learning_rate, sampler, overrides, checkpoint), text)
         write_text_once(folder / "finetune.yml", text.getvalue())
         tasks.append(Task(unit, "finetune", folder / "finetune.yml", folder / "runs", tuple(periods)))
-    log(f"specialising {len(targets)} targets in {len(units)} units from {pooled_run} (epoch {pooled_epoch})")
+    log(f"specialising {len(targets)} targets in {len(units)} units from {pooled_run} (epoch {start_epoch})")
     results = run_tasks(tasks, workers=workers, ray=ray, gpus=gpus, gpus_per_task=gpus_per_task,
                         threads_per_task=threads_per_task, log=log)
     finished = {r["name"]: r for r in results if r["status"] in ("done", "skipped")}
@@ -205,7 +214,8 @@ def specialize(pooled_run: Path, targets_file: Path, out: Path, clusters: Option
         for period in periods:
             merged = merge_results({u: (Path(finished[u]["run_dir"]), run_units[u]) for u in finished},
                                    out / "specialized", epoch=epochs, period=period)
-    summary = {"pooled_run": str(pooled_run), "targets_file": str(targets_file), "epochs": epochs,
+    summary = {"pooled_run": str(pooled_run), "pooled_epoch": start_epoch, "targets_file": str(targets_file),
+               "epochs": epochs,
                "clusters": clusters, "sampler": sampler, "units": units, "run_units": run_units,
                "status": {r["name"]: r["status"] for r in results},
                "run_dirs": {r["name"]: r["run_dir"] for r in results}, "merged": str(merged) if merged else None}
