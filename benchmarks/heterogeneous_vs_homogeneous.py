@@ -25,20 +25,26 @@ fine-tune epochs ``--finetune-epochs F [F ...]`` (each further F adds ``<arm>_f<
 from the pooled run's checkpoint of epoch ``E + F_first - F``, so that the total of updates stays ``E + F_first``
 epochs; NH's ``checkpoint_path``). The grid is τ × ε at the first K and F, then K and F one at a time at the
 defaults; the validation stage chooses among them. The families are ``influence_global``, ``influence_loss``,
-``specialize_clusters`` and ``finetune_local``. The learning rate is fixed per study. Candidates added to a study already begun (a
-further K, τ or ε of the fine-tune arms) join its manifest (the older one is kept as ``experiment.previous_N.json``);
-further global variants need a new ``--out``.
+``specialize_clusters`` and ``finetune_local``. The learning rate is one per study, chosen for the baseline (stage
+``learning-rate``). Candidates added to a study already begun (a further K, F, τ or ε of the fine-tune arms) join its
+manifest (the older one is kept as ``experiment.previous_N.json``); further global variants need a new ``--out``.
 
-Stages (``--stage``; ``all`` runs both, and every stage resumes: finished runs are never redone or overwritten):
+Stages (``--stage``; ``all`` runs validation and test, and every stage resumes: finished runs are never redone or
+overwritten):
 
+0. ``learning-rate`` (real data; never part of ``all``): the learning-rate schedule, chosen for the baseline: the
+   ``homogeneous`` arm is trained at the study's ``--lr`` and at every ``--lr-candidates FIRST:LAST`` (in
+   ``OUT/learning_rate/<schedule>/``) and evaluated on validation; ``OUT/choices_learning_rate.json`` records the
+   figures and the choice (``study_choices.py``). If the chosen schedule is not the study's, the test stage refuses
+   to run: the study's arms are then not final configurations;
 1. ``validation``: the candidates of each family (``influence_global*``, ``influence_loss*``,
-   ``specialize_clusters*``; and the pooled runs they start from) are trained and evaluated on the validation
-   period; per family the variant with the best median validation NSE of the seed-ensemble mean prediction is
-   chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
-2. ``test``: the fixed arms (trained now), the chosen variants and their controls (at the chosen K) are evaluated on
-   the test period, once;
+   ``specialize_clusters*``, ``finetune_local*``; and the pooled runs they start from) are trained and evaluated on
+   the validation period; per family the variant with the best median validation NSE of the seed-ensemble mean
+   prediction is chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
+2. ``test``: the fixed arms (trained now), the chosen variants and their controls (at the chosen K and F) are
+   evaluated on the test period, once;
 3. ``export`` (never part of ``all``; trains nothing): the tidy per-basin tables of every finished run (collected
-   as the runner collects them), rounded and without run paths, plus ``choices.json``, to ``--export-dir``
+   as the runner collects them), rounded and without run paths, plus ``choices*.json``, to ``--export-dir``
    (default ``benchmarks/results/<--out name>``) for committing;
 4. ``report`` (never part of ``all``; trains nothing): prints the test-period tables of the results the test
    stage wrote (paired differences in NSE and in KGE), of the final configurations only (the fixed arms, the chosen
@@ -69,21 +75,16 @@ from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's package, as in the runs it starts (run the script from REPO)
-from nh_crossbasin.experiments.designs import arm_family, with_controls  # noqa: E402
+from nh_crossbasin.experiments.designs import arm_family  # noqa: E402
+from study_choices import (FAMILIES, check_learning_rate, choose, choose_learning_rate,  # noqa: E402
+                           final_configurations, validation_table)
 CARAVAN = REPO.parent / "shared" / "data" / "camels_us_caravan"
 REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "high_prec_freq", "high_prec_dur",
                 "low_prec_freq", "low_prec_dur", "elev_mean", "slope_mean", "area_gages2", "frac_forest", "lai_max",
                 "lai_diff", "gvf_max", "gvf_diff", "soil_depth_pelletier", "soil_depth_statsgo", "soil_porosity",
                 "soil_conductivity", "max_water_content", "sand_frac", "silt_frac", "clay_frac",
                 "carbonate_rocks_frac", "geol_permeability"]
-FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform"]
 DEFAULT_MIX = 0.1  # xb_influence_uniform_mix's default
-FAMILIES = ("influence_global", "influence_loss", "specialize_clusters", "finetune_local")
-
-
-def final_configurations(choices: dict, controls: dict) -> list:
-    """The fixed arms, the chosen variants and, recursively, their controls."""
-    return with_controls(FIXED_ARMS + [family["chosen"] for family in choices["families"].values()], controls)
 
 
 def training_keys(args) -> dict:
@@ -182,20 +183,6 @@ def write_once(path: Path, text: str) -> None:
                          f"configuration (use a new --out, or the original flags to resume)")
 
 
-def choose(out: Path, table: pd.DataFrame) -> dict:
-    """Per family, the variant with the best median validation NSE (seed-ensemble means when available)."""
-    choices = {"rule": "per family, the variant with the highest median validation NSE of the seed-ensemble mean "
-                       "prediction (per-seed NSE when there is one seed)", "families": {}}
-    for family in FAMILIES:
-        members = table[table["variant"].map(arm_family) == family]
-        medians = members.groupby("variant")["NSE"].median().sort_values(ascending=False)
-        if medians.empty:
-            continue
-        choices["families"][family] = {"chosen": medians.index[0], "validation_median_NSE": medians.round(4).to_dict()}
-    (out / "choices.json").write_text(json.dumps(choices, indent=1) + "\n")
-    return choices
-
-
 def tables(out: Path, period: str, controls: dict, header: str, baseline: str = "homogeneous",
            keep: list = None) -> str:
     """Markdown arm tables (per (basin, seed) and per seed-ensemble) of a design folder (only the variants ``keep``,
@@ -246,10 +233,16 @@ def export(out: Path, target: Path) -> None:
                 name = f"{prefix}results{suffix}{kind}.csv"
                 replace_keeping_previous(target / name, table.to_csv(index=False))
                 written.append(name)
-    if (out / "choices.json").exists():
-        replace_keeping_previous(target / "choices.json", (out / "choices.json").read_text())
-        written.append("choices.json")
+    for name in ("choices.json", "choices_learning_rate.json"):
+        if (out / name).exists():
+            replace_keeping_previous(target / name, (out / name).read_text())
+            written.append(name)
     print(f"{target}: {', '.join(written)}")
+
+
+def learning_rate_schedule(args, first: float, last: float) -> dict:
+    """NH's learning_rate of the real study: ``first``, then ``last`` from epoch ``E - 1`` on."""
+    return {0: first, max(1, args.epochs - 1): last}
 
 
 def join_candidates(design: Path, args, extra: dict, extra_finetune: dict) -> None:
@@ -285,7 +278,8 @@ def main() -> None:
     for name in ("synthetic", "real"):
         p = sub.add_parser(name)
         p.add_argument("--out", type=Path, required=True)
-        p.add_argument("--stage", choices=["validation", "test", "all", "export", "report"], default="all")
+        p.add_argument("--stage", choices=["learning-rate", "validation", "test", "all", "export", "report"],
+                       default="all")
         p.add_argument("--export-dir", type=Path, default=None,
                        help="--stage export: target folder (default benchmarks/results/<--out name>)")
         p.add_argument("--seeds", type=int, default=3, help="number of seeds (1, 2, ...)")
@@ -329,6 +323,8 @@ def main() -> None:
     rea.add_argument("--epochs", type=int, default=6, help="E")
     rea.add_argument("--probe", type=int, default=64)
     rea.add_argument("--dropout", type=float, default=0.4)
+    rea.add_argument("--lr-candidates", nargs="+", default=[], metavar="FIRST:LAST",
+                     help="--stage learning-rate: further schedules, e.g. 1e-3:3e-4 1e-2:3e-3")
     rea.add_argument("--lr", type=float, nargs=2, default=[1e-3, 5e-4], metavar=("FIRST", "LAST"),
                      help="learning rate, and its value from epoch E - 1 on")
     args = parser.parse_args()
@@ -344,7 +340,7 @@ def main() -> None:
         (args.out / "summary.md").write_text(text + "\n")
         return
     if args.data_kind == "real":
-        args.learning_rate = {0: args.lr[0], max(1, args.epochs - 1): args.lr[1]}
+        args.learning_rate = learning_rate_schedule(args, *args.lr)
     args.out.mkdir(parents=True, exist_ok=True)
     base, regimes = synthetic(args) if args.data_kind == "synthetic" else real(args)
     text = StringIO()
@@ -354,12 +350,26 @@ def main() -> None:
 
     import nh_crossbasin.experiments.experiment as ex
     design = args.out / "design"
-    if not (design / "experiment.json").exists():
-        ex.build_experiment("homogeneous-vs-heterogeneous", args.out / "base.yml", None, design, n_seeds=args.seeds,
-                            finetune_epochs=args.finetune_epochs[0], clusters=args.clusters[0],
-                            extra_variants=extra, extra_finetune_variants=extra_finetune,
-                            cluster_counts=args.clusters, finetune_epoch_counts=args.finetune_epochs)
+
+    def build(base_config: Path, folder: Path) -> None:
+        if not (folder / "experiment.json").exists():
+            ex.build_experiment("homogeneous-vs-heterogeneous", base_config, None, folder, n_seeds=args.seeds,
+                                finetune_epochs=args.finetune_epochs[0], clusters=args.clusters[0],
+                                extra_variants=extra, extra_finetune_variants=extra_finetune,
+                                cluster_counts=args.clusters, finetune_epoch_counts=args.finetune_epochs)
+    build(args.out / "base.yml", design)
     join_candidates(design, args, extra, extra_finetune)
+    if args.stage == "learning-rate":
+        if args.data_kind != "real":
+            raise SystemExit("--stage learning-rate: the synthetic study keeps its fixed schedule")
+        candidates = [tuple(float(v) for v in c.split(":")) for c in args.lr_candidates]
+        if any(len(c) != 2 for c in candidates):
+            raise SystemExit(f"--lr-candidates {args.lr_candidates}: each must be FIRST:LAST, e.g. 1e-3:3e-4")
+        record = choose_learning_rate(args.out, base, tuple(args.lr), candidates,
+                                      lambda first, last: learning_rate_schedule(args, first, last), build,
+                                      args.seeds, args.workers)
+        print(json.dumps(record, indent=1))
+        return
     controls = json.loads((design / "experiment.json").read_text())["controls"]
     ground_truth = args.out / "regimes"
     if regimes and args.twins and not args.no_ground_truth and not (ground_truth / "experiment.json").exists():
@@ -371,12 +381,12 @@ def main() -> None:
         candidates = sorted(v for v in {e["variant"] for e in manifest["runs"]} | set(arms)
                             if arm_family(v) in FAMILIES)
         ex.run_experiment(design, workers=args.workers, periods=("validation",), variants=candidates)
-        choices = choose(args.out, pd.read_csv(design / ("results_validation_ensemble.csv" if args.seeds > 1 else
-                                                          "results_validation.csv"), dtype={"basin": str}))
+        choices = choose(args.out, validation_table(design, args.seeds))
         print(f"validation stage finished ({time.perf_counter() - start:.0f} s); choices: "
               f"{ {f: c['chosen'] for f, c in choices['families'].items()} }")
         print(tables(design, "validation", controls, "all candidates"))
     if args.stage in ("test", "all"):
+        check_learning_rate(args.out)
         choices = json.loads((args.out / "choices.json").read_text())
         chosen = final_configurations(choices, controls)
         ex.run_experiment(design, workers=args.workers, periods=("test",), variants=chosen)

@@ -1,0 +1,119 @@
+"""Choices on the validation period for the accuracy study (``heterogeneous_vs_homogeneous.py``).
+
+- :func:`choose`: per family of arms, the candidate variant (τ, ε, K, F) with the best median validation NSE;
+- :func:`final_configurations`: what the test stage evaluates, once: the fixed arms, the chosen variants and their
+  chains of controls;
+- :func:`choose_learning_rate`: the learning-rate schedule, chosen for the baseline on validation: the homogeneous
+  arm (NH's shuffle, ``E + F`` epochs) is trained at every candidate schedule, and the schedule with the best median
+  validation NSE is the study's. The learning rate is a property of training that every arm shares, so it is tuned
+  for the baseline (the arm every other one is compared with) and not per arm; a study trained at another schedule
+  than the chosen one is not a final configuration, and the script's test stage refuses to evaluate it.
+"""
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Callable, List, Sequence, Tuple
+
+import pandas as pd
+from ruamel.yaml import YAML
+
+from nh_crossbasin.experiments.designs import arm_family, with_controls
+
+FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform"]
+FAMILIES = ("influence_global", "influence_loss", "specialize_clusters", "finetune_local")
+RULE = ("the highest median validation NSE of the seed-ensemble mean prediction (per-seed NSE when there is one "
+        "seed)")
+LEARNING_RATE_CHOICE = "choices_learning_rate.json"
+
+
+def validation_table(design: Path, seeds: int) -> pd.DataFrame:
+    """The validation results of a design folder: seed-ensemble means with several seeds, else per seed."""
+    import nh_crossbasin.experiments.experiment as ex
+    return ex.collect_ensembles(design, "validation") if seeds > 1 else ex.collect_results(design, "validation")
+
+
+def choose(out: Path, table: pd.DataFrame) -> dict:
+    """Per family, the variant with the best median validation NSE; written to ``OUT/choices.json``."""
+    choices = {"rule": f"per family, the variant with {RULE}", "families": {}}
+    for family in FAMILIES:
+        members = table[table["variant"].map(arm_family) == family]
+        medians = members.groupby("variant")["NSE"].median().sort_values(ascending=False)
+        if medians.empty:
+            continue
+        choices["families"][family] = {"chosen": medians.index[0], "validation_median_NSE": medians.round(4).to_dict()}
+    (out / "choices.json").write_text(json.dumps(choices, indent=1) + "\n")
+    return choices
+
+
+def final_configurations(choices: dict, controls: dict) -> List[str]:
+    """The fixed arms, the chosen variants and, recursively, their controls."""
+    return with_controls(FIXED_ARMS + [family["chosen"] for family in choices["families"].values()], controls)
+
+
+def schedule_name(first: float, last: float) -> str:
+    """Folder name of a learning-rate candidate, e.g. ``lr0.003_0.001``."""
+    return f"lr{first:g}_{last:g}"
+
+
+def choose_learning_rate(out: Path, base: dict, study: Tuple[float, float], candidates: Sequence[Tuple[float, float]],
+                         schedule: Callable[[float, float], dict], build: Callable[[Path, Path], None], seeds: int,
+                         workers: int) -> dict:
+    """Train the homogeneous arm at every candidate schedule, evaluate it on validation, choose.
+
+    Parameters
+    ----------
+    out : Path
+        The study folder: the study's own schedule uses its homogeneous runs (``OUT/design``); every other
+        candidate gets ``OUT/learning_rate/<schedule_name>/`` (its base config and design; only ``homogeneous``
+        is trained). Finished runs are skipped.
+    base : dict
+        The study's base config; a candidate changes only ``learning_rate``.
+    study, candidates : (first, last)
+        The study's schedule and further candidates.
+    schedule : callable
+        ``(first, last) -> NH learning_rate`` (the study's epoch of the drop).
+    build : callable
+        ``(base_config_file, design_folder)``: builds the study's design there (if it is not built yet).
+
+    Returns
+    -------
+    dict
+        The record written to ``OUT/choices_learning_rate.json``: the rule, each candidate's median validation
+        NSE, the chosen schedule and whether it is the study's.
+    """
+    import nh_crossbasin.experiments.experiment as ex
+    from nh_crossbasin.files import write_text_once
+    medians = {}
+    for first, last in [tuple(study)] + [tuple(c) for c in candidates if tuple(c) != tuple(study)]:
+        name = schedule_name(first, last)
+        if (first, last) == tuple(study):
+            design = out / "design"
+        else:
+            folder = out / "learning_rate" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            text = StringIO()
+            YAML().dump(dict(base, learning_rate=schedule(first, last)), text)
+            write_text_once(folder / "base.yml", text.getvalue())
+            design = folder / "design"
+            build(folder / "base.yml", design)
+        ex.run_experiment(design, workers=workers, periods=("validation",), variants=["homogeneous"])
+        table = validation_table(design, seeds)
+        medians[name] = round(float(table.loc[table["variant"] == "homogeneous", "NSE"].median()), 4)
+    chosen = max(medians, key=medians.get)
+    record = {"rule": f"the schedule whose homogeneous arm has {RULE}", "validation_median_NSE": medians,
+              "chosen": chosen, "study": schedule_name(*study), "study_is_chosen": chosen == schedule_name(*study)}
+    (out / LEARNING_RATE_CHOICE).write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def check_learning_rate(out: Path) -> None:
+    """Refuse the test stage of a study whose schedule is not the one chosen on validation (when one was chosen)."""
+    path = out / LEARNING_RATE_CHOICE
+    if path.exists():
+        record = json.loads(path.read_text())
+        if not record["study_is_chosen"]:
+            raise SystemExit(f"{path}: the validation period chose {record['chosen']}, but this study trains at "
+                             f"{record['study']}; its arms are not final configurations. Run the study at the "
+                             f"chosen schedule (--lr) in a new --out.")
