@@ -95,8 +95,8 @@ def candidate_arms(cluster_counts: Sequence[int] = (), finetune_epochs: Sequence
 
 def arm_family(variant: str) -> str:
     """The arm a candidate variant belongs to: its name without the candidate suffixes ``_tau<τ>``, ``_mix<ε>``,
-    ``_k<K>`` and ``_f<F>`` (``specialize_clusters_tau0.3_k2`` -> ``specialize_clusters``; ``finetune_local_random_k2`` ->
-    ``finetune_local_random``, not ``finetune_local``)."""
+    ``_k<K>`` and ``_f<F>`` (``specialize_clusters_tau0.3_k2`` -> ``specialize_clusters``;
+    ``finetune_local_random_k2`` -> ``finetune_local_random``, not ``finetune_local``)."""
     return re.sub(r"(_(tau|mix|k|f)[0-9.]+)+$", "", variant)
 
 
