@@ -27,7 +27,7 @@ epochs; NH's ``checkpoint_path``). The grid is τ × ε at the first K and F, th
 defaults; the validation stage chooses among them. The families are ``influence_global``, ``influence_loss``,
 ``specialize_clusters`` and ``finetune_local``. The learning rate is one per study, chosen for the baseline (stage
 ``learning-rate``). Candidates added to a study already begun (a further K, F, τ or ε of the fine-tune arms) join its
-manifest (the older one is kept as ``experiment.previous_N.json``); further global variants need a new ``--out``.
+manifest (the older one is kept as ``experiment.previous_N.json``), and so do further global variants (τ, ε).
 
 Stages (``--stage``; ``all`` runs validation and test, and every stage resumes: finished runs are never redone or
 overwritten):
@@ -246,16 +246,14 @@ def learning_rate_schedule(args, first: float, last: float) -> dict:
 
 
 def join_candidates(design: Path, args, extra: dict, extra_finetune: dict) -> None:
-    """Bring a study begun before some of its candidates (or fine-tune arms) were asked for up to date: the fine-tune
-    arms join the manifest (:func:`nh_crossbasin.experiments.experiment.add_finetune_arms`); a missing global
-    variant, which needs configs of its own, is refused."""
+    """Bring a study begun before some of its candidates (or fine-tune arms) were asked for up to date: they join
+    its manifest (:func:`nh_crossbasin.experiments.experiment.add_global_variants` and ``add_finetune_arms``)."""
     import nh_crossbasin.experiments.experiment as ex
     from nh_crossbasin.experiments.designs import CONTROLS, FINETUNE_ARMS, candidate_arms
+    added = ex.add_global_variants(design, extra)
+    if added:
+        print(f"added the global variants {added} to {design / 'experiment.json'}")
     manifest = json.loads((design / "experiment.json").read_text())
-    missing = sorted(set(extra) - {e["variant"] for e in manifest["runs"]})
-    if missing:
-        raise SystemExit(f"{design / 'experiment.json'} was built without the global variants {missing} "
-                         f"(--temperatures, --uniform-mixes, --apply-loss): use a new --out, or the original flags")
     if not manifest.get("finetune"):
         return
     arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}

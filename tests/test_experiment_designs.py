@@ -10,7 +10,8 @@ from ruamel.yaml import YAML
 
 from conftest import require_caravan, synth_config, write_yaml
 from nh_crossbasin.experiments.designs import arm_family, candidate_arms, similar_vs_dissimilar, with_controls
-from nh_crossbasin.experiments.experiment import add_finetune_arms, build_experiment, finetune_entries
+from nh_crossbasin.experiments.experiment import (add_finetune_arms, add_global_variants, build_experiment,
+                                                  finetune_entries)
 from nh_crossbasin.experiments.regions import region_scheme
 from nh_crossbasin.experiments.specialize import random_partition, specialize
 
@@ -167,6 +168,30 @@ def test_new_arms_join_a_study_begun_without_them_and_nothing_is_lost(tmp_path, 
     build_experiment("homogeneous-vs-heterogeneous", base_config, None, plain)
     with pytest.raises(ValueError, match="no fine-tune arms"):
         add_finetune_arms(plain, arms, controls)
+
+
+def test_a_global_variant_joins_a_study_begun_without_it_with_the_configs_of_a_fresh_build(tmp_path, base_config):
+    variant = {"influence_global_mix0.3": {"xb_influence_uniform_mix": 0.3}}
+    fresh, resumed = tmp_path / "fresh", tmp_path / "resumed"
+    build_experiment("homogeneous-vs-heterogeneous", base_config, None, fresh, n_seeds=2, finetune_epochs=1,
+                     extra_variants=variant)
+    build_experiment("homogeneous-vs-heterogeneous", base_config, None, resumed, n_seeds=2, finetune_epochs=1)
+    before = (resumed / "experiment.json").read_text()
+    assert add_global_variants(resumed, variant) == ["influence_global_mix0.3"]
+    assert (resumed / "experiment.previous_1.json").read_text() == before
+    runs = _runs(resumed)
+    assert {n: e for n, e in runs.items() if "mix" not in n} == {
+        e["name"]: e for e in json.loads(before)["runs"]}
+    for seed in (1, 2):
+        name = f"influence_global_mix0.3_seed{seed}"
+        config = _config(runs[name])
+        assert config["xb_influence_uniform_mix"] == 0.3 and config["epochs"] == 2  # E + F, like the global arms
+        assert Path(runs[name]["config"]).read_text().replace(str(resumed.resolve()), "OUT") == Path(
+            _runs(fresh)[name]["config"]).read_text().replace(str(fresh.resolve()), "OUT")
+    manifest = json.loads((resumed / "experiment.json").read_text())
+    assert manifest["controls"]["influence_global_mix0.3"] == "uniform_replacement"
+    assert add_global_variants(resumed, variant) == []  # again: nothing added, no further copy
+    assert not (resumed / "experiment.previous_2.json").exists()
 
 
 def test_random_partition_keeps_unit_sizes_and_members_and_mixes_them():

@@ -225,6 +225,49 @@ def add_finetune_arms(out: Path, arms: dict, controls: dict) -> List[str]:
     return added
 
 
+def add_global_variants(out: Path, extra_variants: dict) -> List[str]:
+    """Add global influence-sampler variants to a ``homogeneous-vs-heterogeneous`` design begun without them (a
+    resumed study given a new candidate τ or ε): their configs, written from the design's base config with the
+    epochs of its other global arms, their manifest entries for every seed of the design and their controls. The
+    older manifest is kept as ``experiment.previous_N.json``; nothing else is changed.
+
+    Parameters
+    ----------
+    extra_variants : dict
+        ``{variant: config overrides}``, as in :func:`build_experiment`; variants already there are skipped.
+
+    Returns
+    -------
+    list of str
+        The variants added.
+    """
+    from neuralhydrology.datautils.utils import load_basin_file
+
+    from nh_crossbasin.experiments.writer import plan_runs, write_planned
+    from nh_crossbasin.files import replace_keeping_previous
+    path = Path(out) / MANIFEST
+    manifest = json.loads(path.read_text())
+    if manifest["design"] != "homogeneous-vs-heterogeneous":
+        raise ValueError(f"{path}: global influence variants belong to homogeneous-vs-heterogeneous, not "
+                         f"{manifest['design']}")
+    present = {e["variant"] for e in manifest["runs"]}
+    missing = {safe_name(v): dict(o) for v, o in extra_variants.items() if safe_name(v) not in present}
+    if not missing:
+        return []
+    base = read_config(Path(manifest["base_config"]))
+    basins = load_basin_file(Path(base["train_basin_file"]))
+    finetune_epochs = int((manifest.get("finetune") or {}).get("epochs", 0))
+    runs = [r for r in homogeneous_vs_heterogeneous(None, basins, base_epochs=int(base["epochs"]),
+                                                    finetune_epochs=finetune_epochs, extra_variants=missing)
+            if r.variant in missing]
+    entries, planned = plan_runs(runs, Path(manifest["base_config"]), Path(out), manifest["seeds"])
+    write_planned(planned, Path(out))
+    manifest["runs"] += entries
+    manifest["controls"].update({v: variant_control(o) for v, o in missing.items()})
+    replace_keeping_previous(path, json.dumps(manifest, indent=1) + "\n")
+    return list(missing)
+
+
 def run_finetune_arms(out: Path, manifest: dict, periods: Sequence[str] = ("test",), **execution) -> List[dict]:
     """The fine-tune arms of every seed whose pooled run finished (``nh-xb specialize`` with each arm's sampler);
     finished arms are skipped. Returns one runner-style result per arm and seed."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from io import StringIO
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 from ruamel.yaml import YAML
 
@@ -48,6 +48,16 @@ def write_experiment(design: str, runs: List[RunSpec], base_config: Path, out: P
         The manifest's run entries (name, seed, variant, group, config, run_parent, train/eval basin files).
     """
     out = Path(out)
+    entries, planned = plan_runs(runs, base_config, out, seeds)
+    manifest = {"design": design, "base_config": str(Path(base_config).resolve()), "seeds": list(map(int, seeds)),
+                "runs": entries, **(extra or {})}
+    planned[out / MANIFEST] = json.dumps(manifest, indent=1) + "\n"
+    write_planned(planned, out)
+    return entries
+
+
+def plan_runs(runs: List[RunSpec], base_config: Path, out: Path, seeds: Sequence[int]) -> Tuple[List[dict], dict]:
+    """The manifest entries of ``runs`` and the files they need, ``{path: text}`` (nothing is written)."""
     base = read_config(Path(base_config))
     yaml = YAML()
     entries, planned = [], {}
@@ -72,9 +82,11 @@ def write_experiment(design: str, runs: List[RunSpec], base_config: Path, out: P
             entries.append({"name": name, "run": run.name, "seed": int(seed), "variant": run.variant,
                             "group": run.group, "config": str(config_path), "run_parent": str(out / "runs" / name),
                             "train_basin_file": str(train_file), "eval_basin_file": str(eval_file)})
-    manifest = {"design": design, "base_config": str(Path(base_config).resolve()), "seeds": list(map(int, seeds)),
-                "runs": entries, **(extra or {})}
-    planned[out / MANIFEST] = json.dumps(manifest, indent=1) + "\n"
+    return entries, planned
+
+
+def write_planned(planned: dict, out: Path) -> None:
+    """Write planned files, all or none: refused (``FileExistsError``) if any exists with other content."""
     conflicts = [str(p) for p, text in planned.items() if p.exists() and p.read_text() != text]
     if conflicts:
         raise FileExistsError(f"{out} already holds another experiment ({len(conflicts)} files differ, e.g. "
@@ -82,7 +94,6 @@ def write_experiment(design: str, runs: List[RunSpec], base_config: Path, out: P
                               f"original command to resume.")
     for path, text in planned.items():
         write_text_once(path, text)
-    return entries
 
 
 def tasks_of(entries: List[dict], periods: Sequence[str] = ("test",)) -> List[Task]:
