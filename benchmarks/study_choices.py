@@ -83,22 +83,31 @@ def choose_learning_rate(out: Path, base: dict, study: Tuple[float, float], cand
         The record written to ``OUT/choices_learning_rate.json``: the rule, each candidate's median validation
         NSE, the chosen schedule and whether it is the study's.
     """
-    import nh_crossbasin.experiments.experiment as ex
+    from nh_crossbasin.experiments.runner import run_tasks
+    from nh_crossbasin.experiments.writer import MANIFEST, tasks_of
     from nh_crossbasin.files import write_text_once
-    medians = {}
+    designs = {}
     for first, last in [tuple(study)] + [tuple(c) for c in candidates if tuple(c) != tuple(study)]:
         name = schedule_name(first, last)
         if (first, last) == tuple(study):
-            design = out / "design"
-        else:
-            folder = out / "learning_rate" / name
-            folder.mkdir(parents=True, exist_ok=True)
-            text = StringIO()
-            YAML().dump(dict(base, learning_rate=schedule(first, last)), text)
-            write_text_once(folder / "base.yml", text.getvalue())
-            design = folder / "design"
-            build(folder / "base.yml", design)
-        ex.run_experiment(design, workers=workers, periods=("validation",), variants=["homogeneous"])
+            designs[name] = out / "design"
+            continue
+        folder = out / "learning_rate" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        text = StringIO()
+        YAML().dump(dict(base, learning_rate=schedule(first, last)), text)
+        write_text_once(folder / "base.yml", text.getvalue())
+        designs[name] = folder / "design"
+        build(folder / "base.yml", designs[name])
+    # every candidate's homogeneous runs in one pool of workers (finished ones are skipped or only evaluated)
+    entries = [e for design in designs.values() for e in json.loads((design / MANIFEST).read_text())["runs"]
+               if e["variant"] == "homogeneous"]
+    failed = [r for r in run_tasks(tasks_of(entries, ("validation",)), workers=workers) if r["status"] == "failed"]
+    if failed:
+        raise SystemExit(f"learning-rate stage: {len(failed)} runs failed, e.g. {failed[0]['name']}: "
+                         f"{failed[0]['error'][-500:]}; run the stage again to retry them")
+    medians = {}
+    for name, design in designs.items():
         table = validation_table(design, seeds)
         medians[name] = round(float(table.loc[table["variant"] == "homogeneous", "NSE"].median()), 4)
     chosen = max(medians, key=medians.get)
