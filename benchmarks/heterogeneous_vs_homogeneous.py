@@ -212,15 +212,18 @@ def tables(out: Path, period: str, controls: dict, header: str, baseline: str = 
 
 def export(out: Path, target: Path) -> None:
     """Tidy per-basin tables of every finished run of a study folder (``results[_validation][_ensemble].csv`` of the
-    design, ``ground_truth_...`` of the twin ground truth; a stage still running contributes its finished runs) and
-    ``choices.json``, for committing: metrics rounded to 5 decimals, no run paths."""
+    design, ``ground_truth_...`` of the twin ground truth, ``learning_rate_<schedule>_...`` of the learning-rate
+    candidates; a stage still running contributes its finished runs) and ``choices*.json``, for committing: metrics
+    rounded to 5 decimals, no run paths."""
     import nh_crossbasin.experiments.experiment as ex
     from nh_crossbasin.files import replace_keeping_previous
     if not (out / "design" / "experiment.json").exists():
         raise SystemExit(f"{out} holds no study (no design/experiment.json)")
     target.mkdir(parents=True, exist_ok=True)
     written = []
-    for design, prefix in (("design", ""), ("regimes", "ground_truth_")):
+    lr_designs = [(f"learning_rate/{d.parent.name}/design", f"learning_rate_{d.parent.name}_")
+                  for d in sorted((out / "learning_rate").glob("*/design"))]
+    for design, prefix in [("design", ""), ("regimes", "ground_truth_")] + lr_designs:
         if not (out / design / "experiment.json").exists():
             continue
         for period in ("validation", "test"):
