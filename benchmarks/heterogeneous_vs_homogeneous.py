@@ -77,7 +77,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's package, as in the runs it starts (run the script from REPO)
 from nh_crossbasin.experiments.designs import arm_family  # noqa: E402
 from study_choices import (FAMILIES, check_learning_rate, choose, choose_learning_rate,  # noqa: E402
-                           final_configurations, validation_table)
+                           final_configurations)
 CARAVAN = REPO.parent / "shared" / "data" / "camels_us_caravan"
 REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "high_prec_freq", "high_prec_dur",
                 "low_prec_freq", "low_prec_dur", "elev_mean", "slope_mean", "area_gages2", "frac_forest", "lai_max",
@@ -243,6 +243,20 @@ def export(out: Path, target: Path) -> None:
     print(f"{target}: {', '.join(written)}")
 
 
+def report(out: Path) -> None:
+    """Print the test-period tables of the final configurations (and of the twin ground truth, when the study has
+    one) and write them to ``OUT/summary.md``."""
+    design, ground_truth = out / "design", out / "regimes"
+    controls = json.loads((design / "experiment.json").read_text())["controls"]
+    text = [tables(design, "test", controls, "final configurations (chosen on validation)",
+                   keep=final_configurations(json.loads((out / "choices.json").read_text()), controls))]
+    if (ground_truth / "experiment.json").exists():
+        text.append(tables(ground_truth, "test", {}, "ground truth: one pooled model (global) vs one model per hidden "
+                                                     "regime (local)", baseline="global"))
+    print("\n\n".join(text))
+    (out / "summary.md").write_text("\n\n".join(text) + "\n")
+
+
 def learning_rate_schedule(args, first: float, last: float) -> dict:
     """NH's learning_rate of the real study: ``first``, then ``last`` from epoch ``E - 1`` on."""
     return {0: first, max(1, args.epochs - 1): last}
@@ -252,23 +266,19 @@ def join_candidates(design: Path, args, extra: dict, extra_finetune: dict) -> No
     """Bring a study begun before some of its candidates (or fine-tune arms) were asked for up to date: they join
     its manifest (:func:`nh_crossbasin.experiments.experiment.add_global_variants` and ``add_finetune_arms``)."""
     import nh_crossbasin.experiments.experiment as ex
-    from nh_crossbasin.experiments.designs import CONTROLS, FINETUNE_ARMS, candidate_arms
+    from nh_crossbasin.experiments.designs import finetune_arms
     added = ex.add_global_variants(design, extra)
     if added:
         print(f"added the global variants {added} to {design / 'experiment.json'}")
     manifest = json.loads((design / "experiment.json").read_text())
     if not manifest.get("finetune"):
         return
-    arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}
-    arms.update({v: {"sampler": "influence", "overrides": dict(o)} for v, o in extra_finetune.items()})
-    controls = dict(CONTROLS, **{v: "finetune_uniform" for v in extra_finetune})
     study_k, study_f = int(manifest["finetune"]["clusters"]), int(manifest["finetune"]["epochs"])
     if (args.clusters[0], args.finetune_epochs[0]) != (study_k, study_f):
         raise SystemExit(f"{design} was built with --clusters {study_k} and --finetune-epochs {study_f} first (the "
                          f"default arms' K and F); give them first")
-    k_arms, k_controls = candidate_arms([k for k in args.clusters if k != study_k],
-                                        [f for f in args.finetune_epochs if f != study_f], args.epochs, study_f)
-    added = ex.add_finetune_arms(design, dict(arms, **k_arms), dict(controls, **k_controls))
+    arms, controls = finetune_arms(extra_finetune, args.clusters, args.finetune_epochs, study_k, args.epochs, study_f)
+    added = ex.add_finetune_arms(design, arms, controls)
     if added:
         print(f"added the fine-tune arms {added} to {design / 'experiment.json'}")
 
@@ -333,12 +343,7 @@ def main() -> None:
         export(args.out, args.export_dir or REPO / "benchmarks" / "results" / args.out.name)
         return
     if args.stage == "report":
-        design = args.out / "design"
-        controls = json.loads((design / "experiment.json").read_text())["controls"]
-        text = tables(design, "test", controls, "final configurations (chosen on validation)",
-                      keep=final_configurations(json.loads((args.out / "choices.json").read_text()), controls))
-        print(text)
-        (args.out / "summary.md").write_text(text + "\n")
+        report(args.out)
         return
     if args.data_kind == "real":
         args.learning_rate = learning_rate_schedule(args, *args.lr)
@@ -382,7 +387,8 @@ def main() -> None:
         candidates = sorted(v for v in {e["variant"] for e in manifest["runs"]} | set(arms)
                             if arm_family(v) in FAMILIES)
         ex.run_experiment(design, workers=args.workers, periods=("validation",), variants=candidates)
-        choices = choose(args.out, validation_table(design, args.seeds))
+        choices = choose(args.out, pd.read_csv(design / ("results_validation_ensemble.csv" if args.seeds > 1 else
+                                                          "results_validation.csv"), dtype={"basin": str}))
         print(f"validation stage finished ({time.perf_counter() - start:.0f} s); choices: "
               f"{ {f: c['chosen'] for f, c in choices['families'].items()} }")
         print(tables(design, "validation", controls, "all candidates"))
@@ -391,15 +397,10 @@ def main() -> None:
         choices = json.loads((args.out / "choices.json").read_text())
         chosen = final_configurations(choices, controls)
         ex.run_experiment(design, workers=args.workers, periods=("test",), variants=chosen)
-        report = [tables(design, "test", controls, "final configurations (chosen on validation)", keep=chosen)]
         if (ground_truth / "experiment.json").exists():
             ex.run_experiment(ground_truth, workers=args.workers)
-            report.append(tables(ground_truth, "test", {}, "ground truth: one pooled model (global) vs one model per "
-                                                           "hidden regime (local)", baseline="global"))
         print(f"test stage finished ({time.perf_counter() - start:.0f} s)")
-        text = "\n\n".join(report)
-        print(text)
-        (args.out / "summary.md").write_text(text + "\n")
+        report(args.out)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,29 @@ def candidate_arms(cluster_counts: Sequence[int] = (), finetune_epochs: Sequence
     return arms, controls
 
 
+def finetune_arms(extra_variants: Optional[Dict[str, dict]] = None, cluster_counts: Sequence[int] = (),
+                  finetune_epoch_counts: Sequence[int] = (), clusters: int = 2, pooled_epochs: int = 0,
+                  finetune_epochs: int = 1) -> tuple:
+    """The fine-tune arms of ``homogeneous-vs-heterogeneous`` and their controls: the arms of :data:`FINETUNE_ARMS`,
+    further per-cluster specialisation variants (``{variant: overrides}``, influence weights, controlled by
+    ``finetune_uniform``) and the arms at further K or F (:func:`candidate_arms`; the study's own ``clusters`` and
+    ``finetune_epochs`` among the counts add nothing).
+
+    Returns
+    -------
+    tuple of dict
+        ``({arm: spec}, {arm: control})`` as :func:`candidate_arms` returns them.
+    """
+    arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}
+    extra_variants = {safe_name(v): dict(o) for v, o in (extra_variants or {}).items()}
+    arms.update({v: {"sampler": "influence", "overrides": o} for v, o in extra_variants.items()})
+    controls = dict(CONTROLS, **{v: "finetune_uniform" for v in extra_variants})
+    more, more_controls = candidate_arms([k for k in cluster_counts if int(k) != int(clusters)],
+                                         [f for f in finetune_epoch_counts if int(f) != int(finetune_epochs)],
+                                         pooled_epochs, finetune_epochs)
+    return dict(arms, **more), dict(controls, **more_controls)
+
+
 def arm_family(variant: str) -> str:
     """The arm a candidate variant belongs to: its name without the candidate suffixes ``_tau<τ>``, ``_mix<ε>``,
     ``_k<K>`` and ``_f<F>`` (``specialize_clusters_tau0.3_k2`` -> ``specialize_clusters``;

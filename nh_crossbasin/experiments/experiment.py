@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
-from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, FINETUNE_ARMS, candidate_arms, global_vs_local,
+from nh_crossbasin.experiments.designs import (CONTROLS, DESIGNS, finetune_arms, global_vs_local,
                                                homogeneous_vs_heterogeneous, safe_name, similar_vs_dissimilar,
                                                single_vs_regional, variant_control)
 from nh_crossbasin.experiments.regions import region_scheme
@@ -84,14 +84,9 @@ def build_experiment(design: str, base_config: Path, regions: Optional[str], out
             raise ValueError(f"--finetune-epochs applies to homogeneous-vs-heterogeneous only, not {design}.")
         schedule = cfg.learning_rate if isinstance(cfg.learning_rate, dict) else {0: cfg.learning_rate}
         last_lr = float(schedule[max(e for e in schedule if e <= int(cfg.epochs))])
-        arms = {arm: {"sampler": sampler, "overrides": {}} for arm, sampler in FINETUNE_ARMS.items()}
-        arms.update({safe_name(v): {"sampler": "influence", "overrides": dict(o)}
-                     for v, o in (extra_finetune_variants or {}).items()})
-        k_arms, k_controls = candidate_arms([k for k in cluster_counts if int(k) != int(clusters)],
-                                            [f for f in finetune_epoch_counts if int(f) != int(finetune_epochs)],
-                                            int(cfg.epochs), int(finetune_epochs))
-        arms.update(k_arms)
-        extra["controls"].update(k_controls)
+        arms, arm_controls = finetune_arms(extra_finetune_variants, cluster_counts, finetune_epoch_counts,
+                                           int(clusters), int(cfg.epochs), int(finetune_epochs))
+        extra["controls"].update(arm_controls)
         extra["finetune"] = {"epochs": int(finetune_epochs), "clusters": int(clusters),
                              "learning_rate": float(finetune_learning_rate or last_lr),
                              "overrides": dict(finetune_overrides or {}), "arms": arms}
