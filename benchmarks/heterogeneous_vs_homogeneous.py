@@ -36,7 +36,8 @@ overwritten):
    ``homogeneous`` arm is trained at the study's ``--lr`` and at every ``--lr-candidates FIRST:LAST`` (in
    ``OUT/learning_rate/<schedule>/``) and evaluated on validation; ``OUT/choices_learning_rate.json`` records the
    figures and the choice (``study_choices.py``). If the chosen schedule is not the study's, the test stage refuses
-   to run: the study's arms are then not final configurations;
+   to run: the study's arms are then not final configurations. A study run again at the chosen schedule takes the
+   choice over with ``--lr-chosen-in OTHER_OUT`` (the base configs must agree in all but the learning rate);
 1. ``validation``: the candidates of each family (``influence_global*``, ``influence_loss*``,
    ``specialize_clusters*``, ``finetune_local*``; and the pooled runs they start from) are trained and evaluated on
    the validation period; per family the variant with the best median validation NSE of the seed-ensemble mean
@@ -76,8 +77,8 @@ from ruamel.yaml import YAML
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's package, as in the runs it starts (run the script from REPO)
 from nh_crossbasin.experiments.designs import arm_family  # noqa: E402
-from study_choices import (FAMILIES, check_learning_rate, choose, choose_learning_rate,  # noqa: E402
-                           final_configurations)
+from study_choices import (FAMILIES, adopt_learning_rate, check_learning_rate, choose,  # noqa: E402
+                           choose_learning_rate, final_configurations)
 CARAVAN = REPO.parent / "shared" / "data" / "camels_us_caravan"
 REAL_STATICS = ["p_mean", "pet_mean", "aridity", "p_seasonality", "frac_snow", "high_prec_freq", "high_prec_dur",
                 "low_prec_freq", "low_prec_dur", "elev_mean", "slope_mean", "area_gages2", "frac_forest", "lai_max",
@@ -338,6 +339,8 @@ def main() -> None:
                      help="--stage learning-rate: further schedules, e.g. 1e-3:3e-4 1e-2:3e-3")
     rea.add_argument("--lr", type=float, nargs=2, default=[1e-3, 5e-4], metavar=("FIRST", "LAST"),
                      help="learning rate, and its value from epoch E - 1 on")
+    rea.add_argument("--lr-chosen-in", type=Path, help="the folder (--out) of a study of the same configuration "
+                     "whose --stage learning-rate chose this study's --lr")
     args = parser.parse_args()
     if args.stage == "export":
         export(args.out, args.export_dir or REPO / "benchmarks" / "results" / args.out.name)
@@ -364,6 +367,8 @@ def main() -> None:
                                 extra_variants=extra, extra_finetune_variants=extra_finetune,
                                 cluster_counts=args.clusters, finetune_epoch_counts=args.finetune_epochs)
     build(args.out / "base.yml", design)
+    if getattr(args, "lr_chosen_in", None):
+        adopt_learning_rate(args.out, tuple(args.lr), args.lr_chosen_in)
     join_candidates(design, args, extra, extra_finetune)
     if args.stage == "learning-rate":
         if args.data_kind != "real":

@@ -3,6 +3,7 @@
 - :func:`choose`: per family of arms, the candidate variant (τ, ε, K, F) with the best median validation NSE;
 - :func:`final_configurations`: what the test stage evaluates, once: the fixed arms, the chosen variants and their
   chains of controls;
+- :func:`adopt_learning_rate`: a study run again at the schedule an earlier study chose takes over that choice;
 - :func:`choose_learning_rate`: the learning-rate schedule, chosen for the baseline on validation: the homogeneous
   arm (NH's shuffle, ``E + F`` epochs) is trained at every candidate schedule, and the schedule with the best median
   validation NSE is the study's. The learning rate is a property of training that every arm shares, so it is tuned
@@ -20,6 +21,7 @@ import pandas as pd
 from ruamel.yaml import YAML
 
 from nh_crossbasin.experiments.designs import arm_family, with_controls
+from nh_crossbasin.files import write_text_once
 
 FIXED_ARMS = ["homogeneous", "uniform_replacement", "pooled", "finetune_uniform"]
 FAMILIES = ("influence_global", "influence_loss", "specialize_clusters", "finetune_local")
@@ -85,7 +87,6 @@ def choose_learning_rate(out: Path, base: dict, study: Tuple[float, float], cand
     """
     from nh_crossbasin.experiments.runner import run_tasks
     from nh_crossbasin.experiments.writer import MANIFEST, tasks_of
-    from nh_crossbasin.files import write_text_once
     designs = {}
     for first, last in [tuple(study)] + [tuple(c) for c in candidates if tuple(c) != tuple(study)]:
         name = schedule_name(first, last)
@@ -106,15 +107,67 @@ def choose_learning_rate(out: Path, base: dict, study: Tuple[float, float], cand
     if failed:
         raise SystemExit(f"learning-rate stage: {len(failed)} runs failed, e.g. {failed[0]['name']}: "
                          f"{failed[0]['error'][-500:]}; run the stage again to retry them")
-    medians = {}
-    for name, design in designs.items():
-        table = validation_table(design, seeds)
-        medians[name] = round(float(table.loc[table["variant"] == "homogeneous", "NSE"].median()), 4)
+    tables = {name: _homogeneous(validation_table(design, seeds)) for name, design in designs.items()}
+    medians = {name: round(float(table.median()), 4) for name, table in tables.items()}
     chosen = max(medians, key=medians.get)
     record = {"rule": f"the schedule whose homogeneous arm has {RULE}", "validation_median_NSE": medians,
-              "chosen": chosen, "study": schedule_name(*study), "study_is_chosen": chosen == schedule_name(*study)}
+              "chosen": chosen, "study": schedule_name(*study), "study_is_chosen": chosen == schedule_name(*study),
+              "paired_vs_chosen": {name: _paired(tables[chosen], table) for name, table in tables.items()
+                                   if name != chosen}}
+    if seeds > 1:
+        record["per_seed_median_NSE"] = {
+            name: _homogeneous(validation_table(design, 1), by_seed=True).groupby(level="seed").median().round(4).tolist()
+            for name, design in designs.items()}
     (out / LEARNING_RATE_CHOICE).write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _homogeneous(table: pd.DataFrame, by_seed: bool = False) -> pd.Series:
+    """The homogeneous arm's validation NSE, indexed by basin (by seed and basin with ``by_seed``)."""
+    rows = table[table["variant"] == "homogeneous"]
+    return rows.set_index(["seed", "basin"] if by_seed else "basin")["NSE"]
+
+
+def _paired(chosen: pd.Series, other: pd.Series) -> dict:
+    """Paired validation NSE over the common basins: the chosen schedule's minus the other's (median, share of
+    basins where the chosen one is better, Wilcoxon p)."""
+    from nh_crossbasin.analysis.paired import paired_statistics
+    both = pd.concat({"other": other, "chosen": chosen}, axis=1).dropna()
+    stats = paired_statistics("NSE", both["other"], both["chosen"])
+    return {"basins": stats["n_basins"], "median_difference": round(stats["median_diff"], 4),
+            "share_better": round(stats["share_improved"], 3), "p_wilcoxon": float(f"{stats['p_wilcoxon']:.3g}")}
+
+
+def adopt_learning_rate(out: Path, study: Tuple[float, float], other: Path) -> dict:
+    """Take the learning-rate choice made by another study (``other``: its folder) of the same configuration.
+
+    A study run again at the schedule that an earlier one chose need not train the candidates again. The other
+    study's base config must equal this one's in everything but ``learning_rate`` and the folders NH writes to (basin
+    files are compared by their basins);
+    its record is copied to ``OUT/choices_learning_rate.json`` with ``chosen_in`` and with ``study`` and
+    ``study_is_chosen`` for this study's schedule.
+    """
+    record_path, base_path = other / LEARNING_RATE_CHOICE, other / "base.yml"
+    for path in (record_path, base_path):
+        if not path.exists():
+            raise SystemExit(f"--lr-chosen-in {other}: {path} does not exist (run its --stage learning-rate first)")
+    ignore = {"learning_rate", "run_dir", "experiment_name"}
+    theirs, base = (_comparable(path) for path in (base_path, out / "base.yml"))
+    differ = sorted(k for k in set(theirs) | set(base) if k not in ignore and theirs.get(k) != base.get(k))
+    if differ:
+        raise SystemExit(f"--lr-chosen-in {other}: its base config differs from this study's in {differ}; a "
+                         f"learning rate chosen there does not carry over")
+    record = json.loads(record_path.read_text())
+    name = schedule_name(*study)
+    record.update(chosen_in=str(other), study=name, study_is_chosen=record["chosen"] == name)
+    write_text_once(out / LEARNING_RATE_CHOICE, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _comparable(base_config: Path) -> dict:
+    """A base config with its basin files replaced by their basins (two studies keep their own copies)."""
+    config = YAML(typ="safe").load(base_config.read_text())
+    return {k: sorted(Path(v).read_text().split()) if k.endswith("_basin_file") else v for k, v in config.items()}
 
 
 def check_learning_rate(out: Path) -> None:
