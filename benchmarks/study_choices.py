@@ -160,7 +160,14 @@ def adopt_learning_rate(out: Path, study: Tuple[float, float], other: Path) -> d
     record = json.loads(record_path.read_text())
     name = schedule_name(*study)
     record.update(chosen_in=str(other), study=name, study_is_chosen=record["chosen"] == name)
-    write_text_once(out / LEARNING_RATE_CHOICE, json.dumps(record, indent=1) + "\n")
+    target = out / LEARNING_RATE_CHOICE
+    if target.exists():  # a resumed study: the record it holds must be this one (the other study's path aside)
+        held = json.loads(target.read_text())
+        if {k: v for k, v in held.items() if k != "chosen_in"} != {k: v for k, v in record.items() if k != "chosen_in"}:
+            raise SystemExit(f"--lr-chosen-in {other}: {target} already holds another learning-rate choice than "
+                             f"{record_path} (compare the two); nothing was overwritten")
+        return held
+    write_text_once(target, json.dumps(record, indent=1) + "\n")
     return record
 
 

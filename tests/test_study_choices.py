@@ -54,7 +54,8 @@ def test_a_choice_made_by_a_study_of_the_same_configuration_is_taken_over(tmp_pa
     assert record["chosen_in"] == str(first)
     assert json.loads((again / sc.LEARNING_RATE_CHOICE).read_text()) == record
     sc.check_learning_rate(again)  # the test stage may run
-    assert sc.adopt_learning_rate(again, (1e-2, 3e-3), first) == record  # idempotent
+    assert sc.adopt_learning_rate(again, (1e-2, 3e-3), first) == record  # a resumed study: nothing changes
+    assert sc.adopt_learning_rate(again, (1e-2, 3e-3), tmp_path / ".." / tmp_path.name / "first") == record
 
 
 def test_a_study_at_another_schedule_than_the_adopted_choice_may_not_be_tested(tmp_path):
@@ -84,6 +85,6 @@ def test_a_record_the_study_already_has_is_never_overwritten(tmp_path):
     first = _study(tmp_path / "first", 3e-3, 1e-3, chosen="lr0.01_0.003")
     again = _study(tmp_path / "again", 1e-2, 3e-3)
     (again / sc.LEARNING_RATE_CHOICE).write_text('{"chosen": "mine"}')
-    with pytest.raises(FileExistsError):
+    with pytest.raises(SystemExit, match="already holds another learning-rate choice"):
         sc.adopt_learning_rate(again, (1e-2, 3e-3), first)
     assert (again / sc.LEARNING_RATE_CHOICE).read_text() == '{"chosen": "mine"}'
