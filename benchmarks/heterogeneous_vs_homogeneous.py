@@ -39,11 +39,14 @@ overwritten):
    to run: the study's arms are then not final configurations. A study run again at the chosen schedule takes the
    choice over with ``--lr-chosen-in OTHER_OUT`` (the base configs must agree in all but the learning rate);
 1. ``validation``: the candidates of each family (``influence_global*``, ``influence_loss*``,
-   ``specialize_clusters*``, ``finetune_local*``; and the pooled runs they start from) are trained and evaluated on
+   ``specialize_clusters*``, ``finetune_local*``; and the pooled runs they start from) and the fixed arms
+   (``homogeneous``, ``uniform_replacement``, ``pooled``, ``finetune_uniform``: the baseline and the controls at the
+   default K and F, so that the validation tables compare the candidates with them) are trained and evaluated on
    the validation period; per family the variant with the best median validation NSE of the seed-ensemble mean
-   prediction is chosen; ``OUT/choices.json`` records the candidates' validation figures and the choice;
-2. ``test``: the fixed arms (trained now), the chosen variants and their controls (at the chosen K and F) are
-   evaluated on the test period, once;
+   prediction is chosen (the fixed arms choose nothing); ``OUT/choices.json`` records the candidates' validation
+   figures and the choice;
+2. ``test``: the fixed arms, the chosen variants and their controls (at the chosen K and F; trained now where the
+   validation stage did not) are evaluated on the test period, once;
 3. ``export`` (never part of ``all``; trains nothing): the tidy per-basin tables of every finished run (collected
    as the runner collects them), rounded and without run paths, plus ``choices*.json``, to ``--export-dir``
    (default ``benchmarks/results/<--out name>``) for committing;
@@ -77,7 +80,7 @@ from ruamel.yaml import YAML
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's package, as in the runs it starts (run the script from REPO)
 from nh_crossbasin.experiments.designs import arm_family  # noqa: E402
-from study_choices import (FAMILIES, adopt_learning_rate, check_learning_rate, choose,  # noqa: E402
+from study_choices import (FAMILIES, FIXED_ARMS, adopt_learning_rate, check_learning_rate, choose,  # noqa: E402
                            choose_learning_rate, final_configurations)
 from study_report import export, report, tables  # noqa: E402
 CARAVAN = REPO.parent / "shared" / "data" / "camels_us_caravan"
@@ -318,12 +321,12 @@ def main() -> None:
         arms = (manifest.get("finetune") or {}).get("arms", {})
         candidates = sorted(v for v in {e["variant"] for e in manifest["runs"]} | set(arms)
                             if arm_family(v) in FAMILIES)
-        ex.run_experiment(design, workers=args.workers, periods=("validation",), variants=candidates)
+        ex.run_experiment(design, workers=args.workers, periods=("validation",), variants=candidates + FIXED_ARMS)
         choices = choose(args.out, pd.read_csv(design / ("results_validation_ensemble.csv" if args.seeds > 1 else
                                                           "results_validation.csv"), dtype={"basin": str}))
         print(f"validation stage finished ({time.perf_counter() - start:.0f} s); choices: "
               f"{ {f: c['chosen'] for f, c in choices['families'].items()} }")
-        print(tables(design, "validation", controls, "all candidates"))
+        print(tables(design, "validation", controls, "all candidates and the fixed arms"))
     if args.stage in ("test", "all"):
         check_learning_rate(args.out)
         choices = json.loads((args.out / "choices.json").read_text())
