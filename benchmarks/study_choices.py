@@ -115,9 +115,9 @@ def choose_learning_rate(out: Path, base: dict, study: Tuple[float, float], cand
               "paired_vs_chosen": {name: _paired(tables[chosen], table) for name, table in tables.items()
                                    if name != chosen}}
     if seeds > 1:
-        record["per_seed_median_NSE"] = {
-            name: _homogeneous(validation_table(design, 1), by_seed=True).groupby(level="seed").median().round(4).tolist()
-            for name, design in designs.items()}
+        record["per_seed_median_NSE"] = {name: _homogeneous(validation_table(design, 1), by_seed=True)
+                                         .groupby(level="seed").median().round(4).tolist()
+                                         for name, design in designs.items()}
     (out / LEARNING_RATE_CHOICE).write_text(json.dumps(record, indent=1) + "\n")
     return record
 
@@ -143,9 +143,9 @@ def adopt_learning_rate(out: Path, study: Tuple[float, float], other: Path) -> d
 
     A study run again at the schedule that an earlier one chose need not train the candidates again. The other
     study's base config must equal this one's in everything but ``learning_rate`` and the folders NH writes to (basin
-    files are compared by their basins);
-    its record is copied to ``OUT/choices_learning_rate.json`` with ``chosen_in`` and with ``study`` and
-    ``study_is_chosen`` for this study's schedule.
+    files are compared by their basins). Its record is copied to ``OUT/choices_learning_rate.json`` with
+    ``chosen_in``, and with ``study`` and ``study_is_chosen`` for this study's schedule; a resumed study must already
+    hold the same record.
     """
     record_path, base_path = other / LEARNING_RATE_CHOICE, other / "base.yml"
     for path in (record_path, base_path):
@@ -167,7 +167,7 @@ def adopt_learning_rate(out: Path, study: Tuple[float, float], other: Path) -> d
             raise SystemExit(f"--lr-chosen-in {other}: {target} already holds another learning-rate choice than "
                              f"{record_path} (compare the two); nothing was overwritten")
         return held
-    write_text_once(target, json.dumps(record, indent=1) + "\n")
+    target.write_text(json.dumps(record, indent=1) + "\n")
     return record
 
 
