@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
-PYTEST_ARGS ?= --durations=15
+# Tests run on one thread each (tests/conftest.py), so two workers use both cores of the CI machine.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?= --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install demo test bench clean-venv gpu-prepare
 

@@ -40,6 +40,20 @@ def pytest_sessionstart(session):
                     f" run `make install` (or `make test`, which installs first)", returncode=3)
 
 
+# The longest modules first: `make test` spreads whole modules over two workers (pytest-xdist, --dist loadfile), so a
+# long module collected last would run alone at the end. Order within a module is kept.
+LONGEST_MODULES = ("test_twin_ground_truth", "test_experiment_runs", "test_influence_e2e", "test_nh_run_e2e",
+                   "test_pooled_dataset")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Put the longest modules first (a stable sort: every other test keeps its place)."""
+    def rank(item) -> int:
+        stem = Path(str(item.fspath)).stem
+        return LONGEST_MODULES.index(stem) if stem in LONGEST_MODULES else len(LONGEST_MODULES)
+    items.sort(key=rank)
+
+
 CARAVAN_STATICS = ["p_mean", "pet_mean", "aridity", "frac_snow", "elev_mean", "area_gages2"]
 
 
