@@ -48,10 +48,8 @@ LONGEST_MODULES = ("test_twin_ground_truth", "test_experiment_runs", "test_influ
 
 def pytest_collection_modifyitems(session, config, items):
     """Put the longest modules first (a stable sort: every other test keeps its place)."""
-    def rank(item) -> int:
-        stem = Path(str(item.fspath)).stem
-        return LONGEST_MODULES.index(stem) if stem in LONGEST_MODULES else len(LONGEST_MODULES)
-    items.sort(key=rank)
+    rank = {stem: i for i, stem in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(LONGEST_MODULES)))
 
 
 CARAVAN_STATICS = ["p_mean", "pet_mean", "aridity", "frac_snow", "elev_mean", "area_gages2"]
