@@ -68,21 +68,27 @@ def arm_table(table: pd.DataFrame, baseline: str, controls: Optional[Mapping[str
                 difference_stats(pd.Series(dtype=float))
             row.update({f"{prefix}_{k}": v for k, v in values.items() if k != "pairs"})
         rows.append(row)
-    return pd.DataFrame(rows)
+    arms = pd.DataFrame(rows)
+    arms.attrs["compared"] = first
+    return arms
 
 
-def format_arm_table(arms: pd.DataFrame, metric: str = "NSE") -> str:
-    """A markdown table of :func:`arm_table` (differences in ``metric``)."""
+def format_arm_table(arms: pd.DataFrame) -> str:
+    """A markdown table of :func:`arm_table`: median and mean NSE and KGE of every arm (those computed), basins with
+    NSE <= 0, and the paired differences in the metric the table compared (its first metric, named in the header)."""
     def num(value, fmt):
         return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, fmt)
 
-    header = (f"| variant | median {metric} | mean {metric} | median KGE | {metric} ≤ 0 | vs baseline: median Δ | "
-              f"improved | p | d | control | vs control: median Δ | improved | p | d |")
+    compared = arms.attrs.get("compared", "NSE")
+    levels = [(f"{stat}_{m}", f"{stat} {m}") for m in ("NSE", "KGE") for stat in ("median", "mean")
+              if f"{stat}_{m}" in arms]
+    header = ("| variant | " + " | ".join(label for _, label in levels) + f" | NSE ≤ 0 | vs baseline: median "
+              f"Δ{compared} | improved | p | d | control | vs control: median Δ{compared} | improved | p | d |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, r in arms.iterrows():
         lines.append(
-            f"| {r['variant']} | {num(r.get(f'median_{metric}'), '.3f')} | {num(r.get(f'mean_{metric}'), '.3f')} | "
-            f"{num(r.get('median_KGE'), '.3f')} | {num(r.get('nse_le_0'), 'd')} | "
+            f"| {r['variant']} | " + " | ".join(num(r[column], ".3f") for column, _ in levels) + " | "
+            f"{num(r.get('nse_le_0'), 'd')} | "
             f"{num(r['vs_base_median_diff'], '+.3f')} | {num(r['vs_base_improved'], '.2f')} | "
             f"{num(r['vs_base_p'], '.2g')} | {num(r['vs_base_d'], '+.2f')} | {r['vs_control'] or '–'} | "
             f"{num(r['vs_control_median_diff'], '+.3f')} | {num(r['vs_control_improved'], '.2f')} | "
