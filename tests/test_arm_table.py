@@ -12,16 +12,19 @@ BASE = np.array([0.1, 0.5, -0.2, 0.7, 0.3, 0.6, 0.0, 0.4])          # (basin, se
 GAIN = np.array([0.05, 0.02, 0.30, -0.01, 0.04, 0.00, 0.10, 0.03])   # arm minus baseline, hand-chosen
 
 
+CONTROL = BASE + 0.01                                                # a control that is not the baseline
+
+
 def _table(arm_nse):
     rows = []
-    for name, values in (("homogeneous", BASE), ("arm", arm_nse)):
+    for name, values in (("homogeneous", BASE), ("arm", arm_nse), ("control", CONTROL)):
         for k, (basin, seed) in enumerate((b, s) for b in BASINS for s in SEEDS):
             rows.append({"variant": name, "basin": basin, "seed": seed, "NSE": values[k], "KGE": 2 * values[k]})
     return pd.DataFrame(rows)
 
 
 def test_arm_table_pairs_by_basin_and_seed_with_hand_computed_statistics():
-    arms = arm_table(_table(BASE + GAIN), "homogeneous", {"arm": "homogeneous"}).set_index("variant")
+    arms = arm_table(_table(BASE + GAIN), "homogeneous", {"arm": "control"}).set_index("variant")
     row = arms.loc["arm"]
     assert row["median_NSE"] == pytest.approx(np.median(BASE + GAIN))
     assert row["mean_KGE"] == pytest.approx(2 * np.mean(BASE + GAIN))
@@ -30,7 +33,9 @@ def test_arm_table_pairs_by_basin_and_seed_with_hand_computed_statistics():
     assert row["vs_base_improved"] == pytest.approx(6 / 8)                # one loss, one tie
     assert row["vs_base_d"] == pytest.approx(GAIN.mean() / GAIN.std(ddof=1))
     assert row["vs_base_p"] == pytest.approx(stats.wilcoxon(GAIN).pvalue)
-    assert row["vs_control_median_diff"] == pytest.approx(0.035)
+    assert row["vs_control"] == "control"                                # its own control, not the baseline
+    assert row["vs_control_median_diff"] == pytest.approx(0.025)
+    assert row["vs_control_p"] == pytest.approx(stats.wilcoxon(GAIN - 0.01).pvalue)
     assert np.isnan(arms.loc["homogeneous", "vs_base_median_diff"])
 
 
@@ -47,7 +52,7 @@ def test_pairing_matters_negative_control():
 def test_format_names_the_compared_metric_and_shows_both_metrics():
     table = _table(BASE + GAIN)
     text = format_arm_table(arm_table(table, "homogeneous", metrics=("KGE", "NSE")))
-    header, rule, first, arm = text.splitlines()
+    header, rule, first, arm, _ = text.splitlines()
     assert "median ΔKGE" in header and "median ΔNSE" not in header
     assert header.count("|") == rule.count("|")
     for label in ("median NSE", "mean NSE", "median KGE", "mean KGE"):

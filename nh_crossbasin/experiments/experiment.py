@@ -173,8 +173,8 @@ def write_table(table: pd.DataFrame, path: Path) -> None:
 
 
 def summarise(table: pd.DataFrame, design: str, controls: Optional[dict] = None) -> str:
-    """Per variant: median/mean NSE, and the paired difference (over basin and seed) to the design's baseline and
-    to the variant's control."""
+    """Per variant: median and mean NSE and KGE, and the paired difference in NSE (over basin and seed) to the
+    design's baseline and to the variant's control (:func:`~nh_crossbasin.experiments.summary.format_arm_table`)."""
     from nh_crossbasin.experiments.summary import arm_table, format_arm_table
     if table.empty:
         return "no finished runs"
