@@ -1,7 +1,9 @@
 """Training-step time of NH ``cudalstm``, NH ``ealstm`` and the plugin's ``xb_ealstm``.
 
 One step is forward + backward + Adam on a synthetic batch (``predict_last_n = 1``, MSE on the last time step),
-timed after warm-up steps; the models take turns step by step, so that background load affects all alike. The
+timed after warm-up steps; the models take turns step by step, so that background load affects all alike. With
+``--evaluate`` a step is instead one forward pass in eval mode without gradients (as NH's validation and test run it).
+The
 table shows the median (and minimum) of the repeats, the ratio to ``cudalstm`` and, on CUDA, the peak GPU memory of
 the timed steps. Defaults are the reference shapes: hidden 256, sequence 270, 5 dynamic + 27 static inputs, batch
 256 and 2048.
@@ -13,6 +15,7 @@ Examples
     python benchmarks/ealstm_step.py --device cuda --batch-sizes 256 2048
     python benchmarks/ealstm_step.py --device cpu --batch-sizes 64 256 --repeats 5 --warmup 2 \\
         --results benchmarks/RESULTS.md
+    python benchmarks/ealstm_step.py --device cpu --batch-sizes 256 1024 --repeats 5 --warmup 2 --evaluate
 """
 from __future__ import annotations
 
@@ -90,14 +93,19 @@ class TrainingStep:
         self.device = torch.device(args.device)
         torch.manual_seed(0)
         cfg = build_config(model_name, args.hidden_size, args.seq_length, args.dynamic_inputs, args.static_inputs)
-        self.model = build_model(cfg).to(self.device).train()
+        self.evaluate = args.evaluate
+        self.model = build_model(cfg).to(self.device).train(not self.evaluate)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.data = synthetic_batch(cfg, batch_size, self.device)
         self.times_ms: List[float] = []
         self.peak_mib = 0.0
 
     def step(self) -> None:
-        """Forward, backward and Adam update."""
+        """Forward, backward and Adam update (with ``--evaluate``: one forward in eval mode without gradients)."""
+        if self.evaluate:
+            with torch.no_grad():
+                self.model(self.data)
+            return
         self.optimizer.zero_grad()
         prediction = self.model(self.data)["y_hat"][:, -1:]
         loss = torch.mean((prediction - self.data["y"][:, -1:]) ** 2)
@@ -180,7 +188,8 @@ def append_results(path: Path, table: str, device: torch.device, argv: List[str]
     """Append a dated section with the table, commit, machine and command to ``path`` (created if absent)."""
     path = Path(path)
     command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/ealstm_step.py", *argv])
-    section = (f"\n## EA-LSTM training step, {device.type.upper()}, "
+    kind = "evaluation forward" if "--evaluate" in argv else "training step"
+    section = (f"\n## EA-LSTM {kind}, {device.type.upper()}, "
                f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}\n\n"
                f"- commit: `{git_commit()}`\n- machine: {machine_description(device)}\n- command: `{command}`\n\n"
                f"{table}\n")
@@ -202,6 +211,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed ones")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps (the median is reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="time one forward pass in eval mode without gradients instead of a training step")
     parser.add_argument("--results", type=Path, default=None, help="append a section with the table to this file")
     return parser.parse_args(argv)
 
@@ -219,7 +230,8 @@ def main(argv: List[str] = None) -> None:
             print(f"batch {batch_size:5d} {model:10s} {result['median_ms']:9.1f} ms/step", file=sys.stderr,
                   flush=True)
     table = markdown_table(results, args.batch_sizes, args.models, cuda=device.type == "cuda")
-    print(f"hidden {args.hidden_size}, seq {args.seq_length}, {args.dynamic_inputs} dynamic + {args.static_inputs} "
+    print(f"{'evaluation forward (no gradients)' if args.evaluate else 'training step'}: "
+          f"hidden {args.hidden_size}, seq {args.seq_length}, {args.dynamic_inputs} dynamic + {args.static_inputs} "
           f"static inputs, {args.repeats} repeats after {args.warmup} warm-up steps; {machine_description(device)}")
     print(table)
     if args.results is not None:

@@ -63,10 +63,9 @@ def test_batched_equals_the_per_basin_loop(setup, names):
     loop = probe_gradients(model, loss_fn, batches, params, batched=False)
     fast = batched_gradients.batched_probe_gradients(model, loss_obj, batches, params)
     _assert_equal(fast, loop)
-    # probe_gradients takes the batched path for head-only gradients and for xb_ealstm; on the CPU, cudalstm's
-    # recurrent gradients come from the loop
-    family = batched_gradients.model_family(model)
-    assert batched_gradients.use_batched(model, params) == (names == ["head"] or family == "ealstm")
+    # probe_gradients takes the batched path for head-only gradients; on the CPU, recurrent gradients come from the
+    # loop
+    assert batched_gradients.use_batched(model, params) == (names == ["head"])
     _assert_equal(probe_gradients(model, loss_fn, batches, params), loop)
     assert torch.isnan(fast.grads[4]).all() and fast.probe_sizes[5] == 3
     small = batched_gradients.batched_probe_gradients(model, loss_obj, batches, params, max_sequences=7)

@@ -26,6 +26,9 @@ def test_benchmark_prints_table_and_appends_results(tmp_path, capsys):
         benchmark.main(argv)
         printed = capsys.readouterr().out
         benchmark.main(argv[:-2] + ["--models", "xb_ealstm", "--results", str(results)])
+        capsys.readouterr()
+        benchmark.main(argv[:-2] + ["--evaluate", "--results", str(results)])
+        evaluated = capsys.readouterr().out
     finally:
         torch.set_num_threads(threads)
     for model in ("cudalstm", "ealstm", "xb_ealstm"):
@@ -34,3 +37,5 @@ def test_benchmark_prints_table_and_appends_results(tmp_path, capsys):
     assert text.startswith("# Benchmark results")
     assert "benchmarks/ealstm_step.py --device cpu --batch-sizes 4 3" in text and "| 3 | xb_ealstm |" in text
     assert results.read_text().count("## EA-LSTM training step") == 2
+    assert evaluated.startswith("evaluation forward (no gradients)") and "| 3 | xb_ealstm |" in evaluated
+    assert results.read_text().count("## EA-LSTM evaluation forward") == 1

@@ -7,7 +7,8 @@ from neuralhydrology.modelzoo.ealstm import EALSTM
 from neuralhydrology.utils.config import Config
 
 from nh_crossbasin.core.ealstm_weights import nh_dynamic_gates_to_fused, nh_state_dict_to_fused
-from nh_crossbasin.nh.models.fused_ealstm import FusedEALSTM, from_nh_ealstm, to_nh_ealstm
+from nh_crossbasin.nh.models import fused_ealstm as fused_module
+from nh_crossbasin.nh.models.fused_ealstm import CPU_FUSED_MAX_BATCH, FusedEALSTM, from_nh_ealstm, to_nh_ealstm
 
 DYNAMIC = ["prcp", "tmean", "pet"]
 STATIC = ["area", "aridity", "elev", "frac_snow"]
@@ -87,12 +88,17 @@ def assert_relatively_close(actual: torch.Tensor, expected: torch.Tensor, rtol: 
     assert difference <= rtol * scale, f"{what}: max difference {difference:.3g} > {rtol} x {scale:.3g}"
 
 
+# On the CPU, small batches run the fused kernel and larger ones the three-gate loop: both are checked
+BATCH_SIZES = [pytest.param(6, id="batch6"), pytest.param(CPU_FUSED_MAX_BATCH + 8, id="batch40")]
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
 @pytest.mark.parametrize("device, dtype, rtol", BACKENDS)
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_outputs_and_gradients_match_nh_ealstm(variant, device, dtype, rtol):
+def test_outputs_and_gradients_match_nh_ealstm(variant, device, dtype, rtol, batch_size):
     cfg = make_config(**VARIANTS[variant])
     nh_model, fused_model = paired_models(cfg, dtype, device)
-    data = make_batch(cfg, dtype=dtype, device=device)
+    data = make_batch(cfg, batch_size=batch_size, dtype=dtype, device=device)
 
     nh_prediction = nh_model(data)
     fused_prediction = fused_model(data)
@@ -169,6 +175,36 @@ def test_cell_state_modes():
     model.cell_states = "all"
     with pytest.raises(ValueError, match="cell_states"):
         model(data)
+
+
+def test_cpu_routes_the_fused_kernel_and_the_loop_and_both_agree(monkeypatch):
+    """CPU: forward passes without gradients and batches of at most CPU_FUSED_MAX_BATCH samples take the fused kernel
+    (oneDNN), larger training batches the three-gate loop; in float64 the routes agree to rounding."""
+    calls = []
+    for name in ("fused_ealstm", "ealstm_loop"):
+        original = getattr(fused_module, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(fused_module, name, spy)
+    cfg = make_config()
+    _, model = paired_models(cfg, torch.float64, "cpu")
+    model.cell_states = "auto"
+    large = make_batch(cfg, batch_size=CPU_FUSED_MAX_BATCH + 1)
+    small = {"x_d": {k: v[:CPU_FUSED_MAX_BATCH] for k, v in large["x_d"].items()},
+             "x_s": large["x_s"][:CPU_FUSED_MAX_BATCH]}
+    trained = model(large)
+    assert calls == ["ealstm_loop"] and trained["y_hat"].requires_grad
+    with torch.no_grad():
+        evaluated = model(large)
+    assert calls[1:] == ["fused_ealstm"]
+    small_prediction = model(small)
+    assert calls[2:] == ["fused_ealstm"] and small_prediction["y_hat"].requires_grad
+    for key in ("y_hat", "h_n", "c_n"):
+        assert_relatively_close(evaluated[key], trained[key].detach(), 1e-12, key)
+        assert_relatively_close(small_prediction[key].detach(), trained[key][:CPU_FUSED_MAX_BATCH].detach(), 1e-12,
+                                key)
 
 
 def test_module_parts_cover_all_parameters_and_missing_statics_fail():

@@ -1,10 +1,10 @@
 """All basins' probe gradients from batched forward/backward passes (exact), for NH ``cudalstm`` and ``xb_ealstm``.
 
 Where it is used (:func:`use_batched`): always when only head parameters count (one forward of the model, then the
-head's per-basin gradients), for recurrent parameters on a GPU, and for ``xb_ealstm``'s recurrent parameters on the
-CPU. For NH ``cudalstm`` on the CPU the per-basin loop stays: oneDNN's fused LSTM runs each basin's small probe
-fast enough that the batched pass, whose recurrence runs step by step in Python, does not catch up
-(``benchmarks/RESULTS.md``).
+head's per-basin gradients), and for recurrent parameters on a GPU. For recurrent parameters on the CPU the
+per-basin loop stays: oneDNN's fused LSTM (which ``xb_ealstm`` also takes for batches of probe size) runs each
+basin's small probe fast enough that the batched pass, whose recurrence runs step by step in Python, does not catch
+up (``benchmarks/RESULTS.md``).
 
 The per-basin loop of :func:`nh_crossbasin.nh.probes.probe_gradients` runs one forward and one backward per basin.
 Here the probes of many basins run as one batch through an explicit recurrence (:mod:`nh_crossbasin.core.recurrence`):
@@ -55,11 +55,11 @@ def supports(model: nn.Module, params: Sequence[Tuple[str, nn.Parameter]]) -> bo
 
 def use_batched(model: nn.Module, params: Sequence[Tuple[str, nn.Parameter]]) -> bool:
     """Whether :func:`~nh_crossbasin.nh.probes.probe_gradients` takes the batched path: supported, and only head
-    parameters count, or the model is on a GPU, or it is ``xb_ealstm``."""
+    parameters count or the model is on a GPU."""
     if not supports(model, params):
         return False
     head_only = all(name.startswith("head.") for name, _ in params)
-    return head_only or next(model.parameters()).is_cuda or model_family(model) == "ealstm"
+    return head_only or next(model.parameters()).is_cuda
 
 
 def concatenate(batches: Sequence[Dict]) -> Dict:

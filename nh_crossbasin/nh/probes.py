@@ -233,7 +233,7 @@ def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optio
     if batched and type(model).__name__ not in _LOOP_LOGGED:
         _LOOP_LOGGED.add(type(model).__name__)
         LOGGER.info(f"Probe gradients of {type(model).__name__} with these parameters come from one backward pass per "
-                    f"basin (batched passes: xb_ealstm, and NH cudalstm for head-only gradients or on a GPU, "
+                    f"basin (batched passes: NH cudalstm and xb_ealstm, for head-only gradients or on a GPU, "
                     f"without embedding-network parameters).")
     tensors = [p for _, p in params]
     result = ProbeGradients.allocate(batches, params, sketch)

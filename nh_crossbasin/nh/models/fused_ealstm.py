@@ -1,5 +1,5 @@
-"""``model: xb_ealstm``: NH's Entity-Aware LSTM, its time loop in one fused cuDNN kernel on a GPU (a three-gate loop
-on the CPU)."""
+"""``model: xb_ealstm``: NH's Entity-Aware LSTM, its time loop in one fused kernel (cuDNN on a GPU, oneDNN on the CPU
+for forward passes without gradients and small batches; a three-gate loop for larger CPU training batches)."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +21,9 @@ from nh_crossbasin.core.ealstm_weights import (ealstm_cell_states, fused_ealstm,
 LOGGER = logging.getLogger(__name__)
 
 CELL_STATE_MODES = ("auto", "sequence", "last")
+#: On the CPU, batches of at most this many samples take the fused kernel (oneDNN) also when gradients are
+#: recorded (probes of the influence sampler); larger ones take the three-gate loop (``benchmarks/RESULTS.md``).
+CPU_FUSED_MAX_BATCH = 32
 
 
 @register_model("xb_ealstm")
@@ -31,8 +34,10 @@ class FusedEALSTM(BaseModel):
     and output gate on the dynamic inputs and ``h[t-1]``. On a GPU, instead of NH's Python loop over time steps, the
     sequence runs through one standard LSTM kernel (cuDNN) whose weights are assembled on every forward pass from the
     learnable blocks below and fixed zero blocks, with the static inputs (or, when they outnumber the cells, the input
-    gate's pre-activation) appended to every time step (:mod:`nh_crossbasin.core.ealstm_weights`). On the CPU, where
-    that kernel's fourth gate costs more than NH's loop, it runs a three-gate loop
+    gate's pre-activation) appended to every time step (:mod:`nh_crossbasin.core.ealstm_weights`). On the CPU the
+    same kernel (oneDNN) runs every forward pass without gradients (NH's validation and test) and batches of at most
+    :data:`CPU_FUSED_MAX_BATCH` samples (the influence sampler's probes); larger training batches, where the
+    kernel's fourth gate can cost more than NH's loop, run a three-gate loop
     (:func:`nh_crossbasin.core.recurrence.ealstm_loop`).
 
     Accepts what NH's ``ealstm`` accepts: static, evolving and HydroATLAS attributes, one-hot basin ids
@@ -45,11 +50,9 @@ class FusedEALSTM(BaseModel):
     converted on ``load_state_dict``. With the same random state, the initial weights equal NH's ``ealstm``'s.
 
     Output keys as NH's ``ealstm``: ``y_hat`` (and the head's other keys), ``h_n`` ``[B, T, H]`` and ``c_n``.
-    On a GPU the recurrence is one fused cuDNN call; on the CPU it is :func:`nh_crossbasin.core.recurrence.ealstm_loop`
-    (three recurrent gates per step, the input projections of all steps and the static input gate computed once per
-    batch, the recurrent weight gradient as one product over all steps). Both return only the last cell state; the
-    full cell-state sequence costs one more matrix product over the sequence and is computed according to
-    :attr:`cell_states`:
+    The fused kernel and the three-gate loop (the static input gate computed once per batch) both return only the
+    last cell state; the full cell-state sequence costs one more matrix product over the sequence and is computed
+    according to :attr:`cell_states`:
 
     - ``"auto"`` (default) and ``"last"``: ``c_n`` is the last state ``[B, 1, H]`` (as NH's ``cudalstm``); NH never
       reads ``c_n`` in training, validation or test, so forward passes compute only what NH reads;
@@ -108,7 +111,7 @@ class FusedEALSTM(BaseModel):
             raise ValueError('Need x_s or x_one_hot in forward pass.')
         gates = self.dynamic_gates
         input_gate = None
-        if x_d.is_cuda:
+        if x_d.is_cuda or not torch.is_grad_enabled() or x_d.shape[1] <= CPU_FUSED_MAX_BATCH:
             h, _, c_last = fused_ealstm(x_d, x_s, self.input_gate.weight, self.input_gate.bias, gates.weight_ih,
                                         gates.weight_hh, gates.bias, train=self.training)
         else:
