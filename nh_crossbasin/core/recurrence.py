@@ -287,4 +287,3 @@ def ealstm_loop(x_d: torch.Tensor, input_gate: torch.Tensor, weight_ih: torch.Te
         h = torch.sigmoid(o) * torch.tanh(c)
         hs.append(h)
     return torch.stack(hs, dim=0), c
-
