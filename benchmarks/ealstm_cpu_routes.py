@@ -1,12 +1,15 @@
-"""The two CPU routes of ``xb_ealstm``, timed against each other: oneDNN's fused kernel and the three-gate loop.
+"""The CPU routes of ``xb_ealstm``'s recurrence, timed against each other: oneDNN's fused kernel, the three-gate
+autograd node and the plain autograd loop.
 
 ``fused``: :func:`nh_crossbasin.core.ealstm_weights.fused_ealstm` (``torch.lstm`` on the assembled four-gate
-weights; oneDNN in float32). ``loop``: :func:`nh_crossbasin.core.recurrence.ealstm_loop`. The recurrence alone
-(input gate included), with gradients (forward + backward of all weights) and without (forward under
-``torch.no_grad``); the two routes take turns in one run. The table gives the median times, the ratio fused / loop
-and the largest relative output difference. ``xb_ealstm`` takes the fused route on the CPU without gradients and
-for batches of at most ``CPU_FUSED_MAX_BATCH`` (:mod:`nh_crossbasin.nh.models.fused_ealstm`); results:
-``benchmarks/RESULTS.md``.
+weights; oneDNN in float32). ``sequence``: :func:`nh_crossbasin.core.ealstm_sequence.ealstm_sequence` (one autograd
+node, backward through time written out, buffers reused from a pool, as the model runs it). ``loop``:
+:func:`nh_crossbasin.core.recurrence.ealstm_loop` (the autograd loop the node replaced, the reference). The
+recurrence alone (input gate included), with gradients (forward + backward of all weights) and without (forward
+under ``torch.no_grad``); the routes take turns in one run. The table gives the median times, the ratios and the
+largest relative output difference to the loop. ``xb_ealstm`` takes the fused route on the CPU without gradients
+and for batches of at most ``CPU_FUSED_MAX_BATCH``, the sequence node otherwise
+(:mod:`nh_crossbasin.nh.models.fused_ealstm`); results: ``benchmarks/RESULTS.md``.
 
 Example
 -------
@@ -22,8 +25,11 @@ import time
 
 import torch
 
+from nh_crossbasin.core.ealstm_sequence import BufferPool, ealstm_sequence
 from nh_crossbasin.core.ealstm_weights import fused_ealstm
 from nh_crossbasin.core.recurrence import ealstm_loop
+
+ROUTES = ("loop", "sequence", "fused")
 
 
 def routes(batch: int, args: argparse.Namespace) -> dict:
@@ -40,9 +46,14 @@ def routes(batch: int, args: argparse.Namespace) -> dict:
     def loop():
         return ealstm_loop(x_d, torch.sigmoid(x_s @ params[0].t() + params[1]), *params[2:])[0]
 
+    pool = BufferPool()
+
+    def sequence():
+        return ealstm_sequence(x_d, x_s @ params[0].t() + params[1], *params[2:], pool=pool)[0]
+
     def fused():
         return fused_ealstm(x_d, x_s, *params)[0]
-    return {"loop": loop, "fused": fused}, params
+    return {"loop": loop, "sequence": sequence, "fused": fused}, params
 
 
 def run(fn, params, with_gradients: bool) -> torch.Tensor:
@@ -66,22 +77,24 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     print(f"seq {args.seq}, hidden {args.hidden}, {args.dynamic} dynamic + {args.static} static inputs, "
           f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    print("| batch | gradients | loop ms | fused ms | fused / loop | max rel. diff |")
-    print("|---|---|---|---|---|---|")
+    print("| batch | gradients | loop ms | sequence ms | fused ms | sequence / loop | fused / sequence "
+          "| max rel. diff |")
+    print("|---|---|---|---|---|---|---|---|")
     for batch in args.batch_sizes:
         functions, params = routes(batch, args)
         for with_gradients in (True, False):
             outputs = {name: run(fn, params, with_gradients) for name, fn in functions.items()}   # warm-up
-            diff = float((outputs["fused"] - outputs["loop"]).abs().max() / outputs["loop"].abs().max())
+            diff = max(float((outputs[name] - outputs["loop"]).abs().max() / outputs["loop"].abs().max())
+                       for name in ("sequence", "fused"))
             times = {name: [] for name in functions}
             for _ in range(args.repeats):
                 for name, fn in functions.items():
                     start = time.perf_counter()
                     run(fn, params, with_gradients)
                     times[name].append(1e3 * (time.perf_counter() - start))
-            loop, fused = (statistics.median(times[name]) for name in ("loop", "fused"))
-            print(f"| {batch} | {'yes' if with_gradients else 'no'} | {loop:.1f} | {fused:.1f} | {fused / loop:.2f} | "
-                  f"{diff:.1e} |", flush=True)
+            loop, sequence, fused = (statistics.median(times[name]) for name in ROUTES)
+            print(f"| {batch} | {'yes' if with_gradients else 'no'} | {loop:.1f} | {sequence:.1f} | {fused:.1f} | "
+                  f"{sequence / loop:.2f} | {fused / sequence:.2f} | {diff:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

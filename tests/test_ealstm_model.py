@@ -88,7 +88,7 @@ def assert_relatively_close(actual: torch.Tensor, expected: torch.Tensor, rtol: 
     assert difference <= rtol * scale, f"{what}: max difference {difference:.3g} > {rtol} x {scale:.3g}"
 
 
-# On the CPU, small batches run the fused kernel and larger ones the three-gate loop: both are checked
+# On the CPU, small batches run the fused kernel and larger ones the three-gate autograd node: both are checked
 BATCH_SIZES = [pytest.param(6, id="batch6"), pytest.param(CPU_FUSED_MAX_BATCH + 8, id="batch40")]
 
 
@@ -118,11 +118,12 @@ def test_outputs_and_gradients_match_nh_ealstm(variant, device, dtype, rtol, bat
         assert_relatively_close(fused_grads[name].grad, grad, rtol, f"gradient of {name}")
 
 
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-def test_same_dropout_masks_with_dropout_on(device):
+def test_same_dropout_masks_with_dropout_on(device, batch_size):
     cfg = make_config(output_dropout=0.4)
     nh_model, fused_model = paired_models(cfg, torch.float64, device)
-    data = make_batch(cfg, device=device)
+    data = make_batch(cfg, batch_size=batch_size, device=device)
     torch.manual_seed(7)
     nh_y = nh_model.train()(data)["y_hat"]
     torch.manual_seed(7)
@@ -177,11 +178,11 @@ def test_cell_state_modes():
         model(data)
 
 
-def test_cpu_routes_the_fused_kernel_and_the_loop_and_both_agree(monkeypatch):
+def test_cpu_routes_the_fused_kernel_and_the_sequence_node_and_both_agree(monkeypatch):
     """CPU: forward passes without gradients and batches of at most CPU_FUSED_MAX_BATCH samples take the fused kernel
-    (oneDNN), larger training batches the three-gate loop; in float64 the routes agree to rounding."""
+    (oneDNN), larger training batches the three-gate autograd node; in float64 the routes agree to rounding."""
     calls = []
-    for name in ("fused_ealstm", "ealstm_loop"):
+    for name in ("fused_ealstm", "ealstm_sequence"):
         original = getattr(fused_module, name)
 
         def spy(*args, _name=name, _original=original, **kwargs):
@@ -195,7 +196,7 @@ def test_cpu_routes_the_fused_kernel_and_the_loop_and_both_agree(monkeypatch):
     small = {"x_d": {k: v[:CPU_FUSED_MAX_BATCH] for k, v in large["x_d"].items()},
              "x_s": large["x_s"][:CPU_FUSED_MAX_BATCH]}
     trained = model(large)
-    assert calls == ["ealstm_loop"] and trained["y_hat"].requires_grad
+    assert calls == ["ealstm_sequence"] and trained["y_hat"].requires_grad
     with torch.no_grad():
         evaluated = model(large)
     assert calls[1:] == ["fused_ealstm"]

@@ -102,20 +102,19 @@ class GateTrace:
     """A forward pass of an LSTM or EA-LSTM without autograd that keeps what its backward needs, and that backward
     written out (back-propagation through time by hand), returning the per-step gate deltas of every sample.
 
-    The CPU route of the batched probe gradients: no autograd graph (whose per-step nodes, ``cat`` and ``stack``
-    dominate a Python-level recurrence), preallocated sample-major buffers (each sample's steps are contiguous, so
-    that the per-basin weight products need no copies), one product for the input projections of all steps, and per
-    step one recurrent product forward and one backward (large when many probes run at once). Its ``tanh`` are
-    computed as ``2 σ(2x) − 1`` (:func:`tanh_by_sigmoid`).
+    The CPU route of the batched probe gradients, and the body of ``xb_ealstm``'s CPU training node
+    (:class:`~nh_crossbasin.core.ealstm_sequence.EALSTMSequence`): no autograd graph (whose per-step nodes, ``cat``
+    and ``stack`` dominate a Python-level recurrence), preallocated buffers, one product for the input projections of
+    all steps, and per step one recurrent product forward and one backward (large when many probes run at once). Its
+    ``tanh`` are computed as ``2 σ(2x) − 1`` (:func:`tanh_by_sigmoid`).
 
     Build it with :meth:`lstm` (gate order i, f, g, o; ``nn.LSTM``'s parameters) or :meth:`ealstm` (dynamic gates
     f, g, o in the fused layout of :mod:`nh_crossbasin.core.ealstm_weights`; the input gate ``σ(W_i x_s + b_i)`` is
-    constant in time). Zero initial states, as in NH. Inputs are time-major (NH's embedding output); the trace is
-    sample-major (``[B, T, ·]``), so that each basin's samples are contiguous blocks for its weight products.
-
-    As the training path of ``xb_ealstm`` (one autograd node whose backward is :meth:`backward`, the weight gradients
-    one product over all steps) it was measured no faster than the autograd loop
-    :func:`ealstm_loop` on 2 CPU cores (1.03× and 1.14× its time at batch 64 and 256), so training keeps the loop.
+    constant in time). Zero initial states, as in NH. Inputs are time-major (NH's embedding output); the trace built
+    by these is sample-major (``[B, T, ·]``), so that each basin's samples are contiguous blocks for its weight
+    products. Given ``pre`` as a ``[B, T, ·]`` view of time-major memory (``x.transpose(0, 1)``), the trace keeps
+    that layout, in which each step's block is contiguous (what training wants); ``states`` can supply the buffers
+    for ``h``, ``c`` and ``tanh(c)``.
 
     Attributes
     ----------
@@ -130,29 +129,37 @@ class GateTrace:
     """
 
     def __init__(self, pre: torch.Tensor, weight_hh: torch.Tensor, order: str,
-                 input_gate: Optional[torch.Tensor] = None):
-        n_steps = pre.shape[1]
+                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None):
+        n_samples, n_steps = pre.shape[:2]
         hidden = weight_hh.shape[1]
         self.order, self.weight_hh, self.input_gate, self.act = order, weight_hh, input_gate, pre
-        self.h, self.c, self.tanh_c = (pre.new_empty(*pre.shape[:2], hidden) for _ in range(3))
+        self.time_major = n_steps > 1 and pre.stride(0) < pre.stride(1)
+        if states is not None:            # caller's buffers for h, c, tanh(c)
+            self.h, self.c, self.tanh_c = states
+        elif self.time_major:             # buffers in pre's layout: each step's block contiguous
+            self.h, self.c, self.tanh_c = (pre.new_empty(n_steps, n_samples, hidden).transpose(0, 1)
+                                           for _ in range(3))
+        else:
+            self.h, self.c, self.tanh_c = (pre.new_empty(n_samples, n_steps, hidden) for _ in range(3))
         recurrent = weight_hh.t()
+        # per-step views made once (unbind), not by indexing inside the loop
+        acts, gates = pre.unbind(1), self._blocks(pre)
+        hs, cs, tanh_cs = self.h.unbind(1), self.c.unbind(1), self.tanh_c.unbind(1)
+        gate_in = gates["i"] if order == "ifgo" else [input_gate] * n_steps
         for t in range(n_steps):
-            a = pre[:, t]
             if t:
-                a.addmm_(self.h[:, t - 1], recurrent)
-            blocks = self._blocks(a)
-            blocks["g"].mul_(2)
-            a.sigmoid_()                     # all gates at once; the cell update's tanh(x) = 2 σ(2x) − 1
-            blocks["g"].mul_(2).sub_(1)
-            gate_in = blocks["i"] if order == "ifgo" else input_gate
-            c = self.c[:, t]
+                acts[t].addmm_(hs[t - 1], recurrent)
+            g = gates["g"][t]
+            g.mul_(2)
+            acts[t].sigmoid_()               # all gates at once; the cell update's tanh(x) = 2 σ(2x) − 1
+            g.mul_(2).sub_(1)
             if t:
-                torch.mul(blocks["f"], self.c[:, t - 1], out=c)
-                c.addcmul_(gate_in, blocks["g"])
+                torch.mul(gates["f"][t], cs[t - 1], out=cs[t])
+                cs[t].addcmul_(gate_in[t], g)
             else:
-                torch.mul(gate_in, blocks["g"], out=c)
-            tanh_by_sigmoid(c, out=self.tanh_c[:, t])
-            torch.mul(blocks["o"], self.tanh_c[:, t], out=self.h[:, t])
+                torch.mul(gate_in[t], g, out=cs[t])
+            tanh_by_sigmoid(cs[t], out=tanh_cs[t])
+            torch.mul(gates["o"][t], tanh_cs[t], out=hs[t])
 
     @classmethod
     @torch.no_grad()
@@ -173,8 +180,9 @@ class GateTrace:
                    input_gate)
 
     def _blocks(self, gates: torch.Tensor) -> dict:
+        """Each gate's per-step views ``[B, H]`` of ``gates`` ``[B, T, G·H]``, by gate name."""
         hidden = self.weight_hh.shape[1]
-        return {name: gates[:, k * hidden:(k + 1) * hidden] for k, name in enumerate(self.order)}
+        return {name: gates[..., k * hidden:(k + 1) * hidden].unbind(1) for k, name in enumerate(self.order)}
 
     @property
     def h_previous(self) -> torch.Tensor:
@@ -184,13 +192,20 @@ class GateTrace:
         return previous
 
     @torch.no_grad()
-    def backward(self, grad_h: torch.Tensor) -> tuple:
+    def backward(self, grad_h: torch.Tensor, grad_c_last: Optional[torch.Tensor] = None,
+                 overwrite: bool = False) -> tuple:
         """Gate deltas from the gradient of a loss with respect to every hidden state.
 
         Parameters
         ----------
         grad_h : torch.Tensor
             ``∂L/∂h`` ``[B, T, H]``, through the head only (the recurrence is added here).
+        grad_c_last : torch.Tensor, optional
+            ``∂L/∂c[T-1]`` ``[B, H]`` where the loss reads the last cell state.
+        overwrite : bool
+            Write each step's deltas over its activated gates (:attr:`act`, which the step no longer needs) instead
+            of into a new buffer: no second buffer of the trace's largest size, whose first touch costs as much as
+            the element-wise work. The trace can then not run backward again.
 
         Returns
         -------
@@ -198,36 +213,43 @@ class GateTrace:
             ``(δ [B, T, G·H], δ_input_gate [B, H] or None)``: the gradient with respect to the gate
             pre-activations, and (EA-LSTM) with respect to ``W_i x_s + b_i``.
         """
+        if self.act is None:
+            raise RuntimeError("This GateTrace's backward already ran with overwrite=True; its gates are gone.")
         sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input   # (grad, output, grad_input=out)
-        tanh_backward = torch.ops.aten.tanh_backward
-        delta = torch.empty_like(self.act)
+        tanh_backward = torch.ops.aten.tanh_backward.grad_input
+        delta = self.act if overwrite else torch.empty_like(self.act)   # empty_like keeps act's layout
         n_steps = delta.shape[1]
-        dh, dc, tmp = (torch.zeros_like(self.c[:, 0]) for _ in range(3))
+        dh, dc, tmp, tmp2 = (torch.zeros_like(self.c[:, 0]) for _ in range(4))
+        if grad_c_last is not None:
+            dc.copy_(grad_c_last)
         d_input_gate = torch.zeros_like(dh) if self.input_gate is not None else None
+        # Each gate block is read for the last time before its delta is written (same slot when overwriting).
+        gates, deltas, delta_steps = self._blocks(self.act), self._blocks(delta), delta.unbind(1)
+        gate_in = gates["i"] if self.order == "ifgo" else [self.input_gate] * n_steps
+        cs, tanh_cs, grad_hs = self.c.unbind(1), self.tanh_c.unbind(1), grad_h.unbind(1)
         for t in range(n_steps - 1, -1, -1):
-            gates, deltas = self._blocks(self.act[:, t]), self._blocks(delta[:, t])
-            gate_in = gates["i"] if self.order == "ifgo" else self.input_gate
-            tanh_c = self.tanh_c[:, t]
-            dh.add_(grad_h[:, t])
+            tanh_c = tanh_cs[t]
+            dh.add_(grad_hs[t])
+            torch.mul(dh, gates["o"][t], out=tmp)
+            dc.add_(tanh_backward(tmp, tanh_c, grad_input=tmp))
             torch.mul(dh, tanh_c, out=tmp)
-            sigmoid_backward(tmp, gates["o"], grad_input=deltas["o"])
-            torch.mul(dh, gates["o"], out=tmp)
-            dc.add_(tanh_backward(tmp, tanh_c))
-            if t:
-                torch.mul(dc, self.c[:, t - 1], out=tmp)
-                sigmoid_backward(tmp, gates["f"], grad_input=deltas["f"])
-            else:
-                deltas["f"].zero_()
-            torch.mul(dc, gate_in, out=tmp)
-            tanh_backward.grad_input(tmp, gates["g"], grad_input=deltas["g"])
+            sigmoid_backward(tmp, gates["o"][t], grad_input=deltas["o"][t])
+            torch.mul(dc, gate_in[t], out=tmp)
             if d_input_gate is None:
-                torch.mul(dc, gates["g"], out=tmp)
-                sigmoid_backward(tmp, gates["i"], grad_input=deltas["i"])
+                torch.mul(dc, gates["g"][t], out=tmp2)
+                sigmoid_backward(tmp2, gates["i"][t], grad_input=deltas["i"][t])
             else:
-                d_input_gate.addcmul_(dc, gates["g"])
-            dc.mul_(gates["f"])
+                d_input_gate.addcmul_(dc, gates["g"][t])
+            tanh_backward(tmp, gates["g"][t], grad_input=deltas["g"][t])
             if t:
-                torch.mm(delta[:, t], self.weight_hh, out=dh)
+                torch.mul(dc, cs[t - 1], out=tmp)
+                dc.mul_(gates["f"][t])
+                sigmoid_backward(tmp, gates["f"][t], grad_input=deltas["f"][t])
+                torch.mm(delta_steps[t], self.weight_hh, out=dh)
+            else:
+                deltas["f"][t].zero_()
+        if overwrite:
+            self.act = None
         if d_input_gate is not None:
             d_input_gate = torch.ops.aten.sigmoid_backward(d_input_gate, self.input_gate)
         return delta, d_input_gate
@@ -256,12 +278,13 @@ def weight_gradients(delta: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
 
 def ealstm_loop(x_d: torch.Tensor, input_gate: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
                 bias: torch.Tensor) -> tuple:
-    """The EA-LSTM recurrence on CPU: three gates per step (the input gate is given), time iterated with ``unbind``.
+    """The EA-LSTM recurrence as a plain autograd loop: three gates per step (the input gate is given), time iterated
+    with ``unbind``.
 
     Per step, ``gates = b + x[t] W_ihᵀ + h[t-1] W_hhᵀ`` (two ``addmm``), then the element-wise cell update: NH's
-    ``ealstm`` op sequence without its four-gate bookkeeping. Measured alternatives that did not pay on 2 CPU cores
-    (``benchmarks/RESULTS.md``): the input projections of all steps as one product, the recurrent weight gradient as
-    one product over all steps, TorchScript, and oneDNN's four-gate fused kernel.
+    ``ealstm`` op sequence without its four-gate bookkeeping. ``xb_ealstm`` trained with it on the CPU until
+    :func:`nh_crossbasin.core.ealstm_sequence.ealstm_sequence` replaced it (0.79-0.85× its time,
+    ``benchmarks/RESULTS.md``); it stays as the autograd reference that node is tested and benchmarked against.
 
     Parameters
     ----------

@@ -1,5 +1,6 @@
 """``model: xb_ealstm``: NH's Entity-Aware LSTM, its time loop in one fused kernel (cuDNN on a GPU, oneDNN on the CPU
-for forward passes without gradients and small batches; a three-gate loop for larger CPU training batches)."""
+for forward passes without gradients and small batches; for larger CPU training batches a three-gate recurrence
+that is one autograd node with a hand-written backward)."""
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,7 @@ from neuralhydrology.modelzoo.head import get_head
 from neuralhydrology.modelzoo.inputlayer import InputLayer
 from neuralhydrology.utils.config import Config
 
-from nh_crossbasin.core.recurrence import ealstm_loop
+from nh_crossbasin.core.ealstm_sequence import BufferPool, ealstm_sequence
 from nh_crossbasin.registry import register_model
 from nh_crossbasin.core.ealstm_weights import (ealstm_cell_states, fused_ealstm, fused_state_dict_to_nh,
                                                nh_dynamic_gates_to_fused, nh_like_initial_dynamic_gates,
@@ -22,7 +23,8 @@ LOGGER = logging.getLogger(__name__)
 
 CELL_STATE_MODES = ("auto", "sequence", "last")
 #: On the CPU, batches of at most this many samples take the fused kernel (oneDNN) also when gradients are
-#: recorded (probes of the influence sampler); larger ones take the three-gate loop (``benchmarks/RESULTS.md``).
+#: recorded (probes of the influence sampler); larger ones take the three-gate recurrence ``ealstm_sequence``
+#: (``benchmarks/RESULTS.md``).
 CPU_FUSED_MAX_BATCH = 32
 
 
@@ -37,8 +39,9 @@ class FusedEALSTM(BaseModel):
     gate's pre-activation) appended to every time step (:mod:`nh_crossbasin.core.ealstm_weights`). On the CPU the
     same kernel (oneDNN) runs every forward pass without gradients (NH's validation and test) and batches of at most
     :data:`CPU_FUSED_MAX_BATCH` samples (the influence sampler's probes); larger training batches, where the
-    kernel's fourth gate can cost more than NH's loop, run a three-gate loop
-    (:func:`nh_crossbasin.core.recurrence.ealstm_loop`).
+    kernel's fourth gate can cost more than NH's loop, run the three gates as one autograd node with its backward
+    through time written out (:func:`nh_crossbasin.core.ealstm_sequence.ealstm_sequence`; its buffers are reused
+    from one training step to the next and released by ``eval()``).
 
     Accepts what NH's ``ealstm`` accepts: static, evolving and HydroATLAS attributes, one-hot basin ids
     (``use_basin_id_encoding``), ``statics_embedding`` / ``dynamics_embedding``, NH's NaN-handling input options,
@@ -50,7 +53,7 @@ class FusedEALSTM(BaseModel):
     converted on ``load_state_dict``. With the same random state, the initial weights equal NH's ``ealstm``'s.
 
     Output keys as NH's ``ealstm``: ``y_hat`` (and the head's other keys), ``h_n`` ``[B, T, H]`` and ``c_n``.
-    The fused kernel and the three-gate loop (the static input gate computed once per batch) both return only the
+    The fused kernel and the three-gate recurrence (the static input gate computed once per batch) both return only the
     last cell state; the full cell-state sequence costs one more matrix product over the sequence and is computed
     according to :attr:`cell_states`:
 
@@ -86,6 +89,13 @@ class FusedEALSTM(BaseModel):
         self.dynamic_gates = FusedDynamicGates(cfg, input_size=self.embedding_net.dynamics_output_size)
         self.dropout = nn.Dropout(p=cfg.output_dropout)
         self.head = get_head(cfg=cfg, n_in=cfg.hidden_size, n_out=self.output_size)
+        self._buffer_pool = BufferPool()
+
+    def train(self, mode: bool = True) -> "FusedEALSTM":
+        """Set training mode; ``eval()`` also releases the CPU training path's reused buffers."""
+        if not mode:
+            self._buffer_pool.clear()
+        return super().train(mode)
 
     def _wants_cell_state_sequence(self) -> bool:
         if self.cell_states not in CELL_STATE_MODES:
@@ -110,18 +120,20 @@ class FusedEALSTM(BaseModel):
         if x_s is None:
             raise ValueError('Need x_s or x_one_hot in forward pass.')
         gates = self.dynamic_gates
-        input_gate = None
+        input_gate_pre = None
         if x_d.is_cuda or not torch.is_grad_enabled() or x_d.shape[1] <= CPU_FUSED_MAX_BATCH:
             h, _, c_last = fused_ealstm(x_d, x_s, self.input_gate.weight, self.input_gate.bias, gates.weight_ih,
                                         gates.weight_hh, gates.bias, train=self.training)
         else:
-            input_gate = torch.sigmoid(self.input_gate(x_s))
-            h, c_last = ealstm_loop(x_d, input_gate, gates.weight_ih, gates.weight_hh, gates.bias)
+            input_gate_pre = self.input_gate(x_s)
+            h, c_last = ealstm_sequence(x_d, input_gate_pre, gates.weight_ih, gates.weight_hh, gates.bias,
+                                        self._buffer_pool)
             c_last = c_last.unsqueeze(0)
         if self._wants_cell_state_sequence():
-            if input_gate is None:
-                input_gate = torch.sigmoid(self.input_gate(x_s))
-            c = ealstm_cell_states(x_d, h, input_gate, gates.weight_ih, gates.weight_hh, gates.bias)
+            if input_gate_pre is None:
+                input_gate_pre = self.input_gate(x_s)
+            c = ealstm_cell_states(x_d, h, torch.sigmoid(input_gate_pre), gates.weight_ih, gates.weight_hh,
+                                   gates.bias)
         else:
             c = c_last
         h_n = h.transpose(0, 1)

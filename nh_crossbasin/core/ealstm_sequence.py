@@ -1,0 +1,165 @@
+"""The EA-LSTM recurrence as one autograd node for CPU training (pure torch, no NH).
+
+:class:`EALSTMSequence` runs NH ``ealstm``'s recurrence (three dynamic gates per step, the input gate constant in
+time) without recording a per-step autograd graph: the forward pass is :class:`~nh_crossbasin.core.recurrence.
+GateTrace` on time-major buffers (each step's gates one contiguous block, ``tanh`` as ``2 σ(2x) − 1``), and the
+backward pass is its back-propagation through time written out, each step's deltas written over its gates, with
+the weight gradients as one matrix product over all steps:
+
+``dW_ih = Σ_t δ[t]ᵀ x[t]``, ``dW_hh = Σ_{t≥1} δ[t]ᵀ h[t-1]``, ``db = Σ_t δ[t]``.
+
+Its buffers come from a :class:`BufferPool`, which hands out the same memory again in the next training step: a
+buffer of this size allocated afresh is page-faulted in on its first write, which on 2 CPU cores cost as much as
+the element-wise work of the recurrence (``benchmarks/RESULTS.md``).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from nh_crossbasin.core.recurrence import GateTrace, weight_gradients
+
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def is_unshared(buffer: torch.Tensor) -> bool:
+    """Whether no tensor but ``buffer`` itself references its storage (views, autograd's saved tensors, outputs a
+    caller still holds). ``False`` where this torch cannot tell."""
+    if _storage_use_count is None:
+        return False
+    # the count includes `buffer` and the temporary storage object made here
+    return _storage_use_count(buffer.untyped_storage()._cdata) <= 2
+
+
+def carve(storage: torch.Tensor, offset: int, shape: tuple) -> torch.Tensor:
+    """A contiguous tensor of ``shape`` on ``storage``'s memory from element ``offset`` on.
+
+    Not an autograd view of ``storage``: it has its own version counter, so that writing one block (the backward
+    overwrites the gates) does not mark the others (the returned hidden states) as modified.
+    """
+    return storage.new_empty(0).set_(storage.untyped_storage(), storage.storage_offset() + offset, shape)
+
+
+class BufferPool:
+    """Flat buffers reused across forward passes, each handed out only while nothing else references it.
+
+    A buffer is free when no tensor but the pool's own references its storage: a view a caller still holds (an
+    earlier step's ``h_n``), or an autograd graph that has not been freed, keeps it busy, and the pool hands out
+    another. Buffers are kept per role, so that what a caller holds (the hidden states) pins only its own small
+    buffer: in NH's training loop, which holds the previous step's predictions while the next forward pass runs,
+    two hidden-state buffers take turns and one trace buffer is reused. Not for concurrent use from several threads.
+
+    Parameters
+    ----------
+    size : int
+        Buffers kept at most per role; beyond it a request gets fresh memory that is not kept.
+    """
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._buffers: Dict[str, List[torch.Tensor]] = {}
+
+    def take(self, role: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A flat tensor of ``numel`` elements for ``role``, uninitialised (a free kept buffer, or new memory)."""
+        kept = self._buffers.setdefault(role, [])
+        for buffer in kept:
+            if buffer.dtype == dtype and buffer.device == device and buffer.numel() >= numel and is_unshared(buffer):
+                return buffer[:numel]
+        fresh = torch.empty(numel, dtype=dtype, device=device)
+        free = [k for k, buffer in enumerate(kept) if is_unshared(buffer)]
+        if free:
+            kept[free[0]] = fresh
+        elif len(kept) < self.size:
+            kept.append(fresh)
+        return fresh[:numel]      # a view: the caller's reference counts apart from the pool's
+
+    def __len__(self) -> int:
+        """The number of buffers kept."""
+        return sum(len(kept) for kept in self._buffers.values())
+
+    def clear(self) -> None:
+        """Drop every kept buffer (tensors handed out stay valid)."""
+        self._buffers = {}
+
+    def __deepcopy__(self, memo) -> "BufferPool":
+        return BufferPool(self.size)
+
+    def __getstate__(self) -> dict:
+        return {"size": self.size, "_buffers": {}}
+
+
+class EALSTMSequence(torch.autograd.Function):
+    """EA-LSTM over a whole sequence with a hand-written backward (zero initial states, NH ``ealstm``'s maths).
+
+    Call it through :func:`ealstm_sequence`. Differentiable once, with one backward pass per forward pass (NH
+    trains with first-order gradients; the backward overwrites the trace). An in-place change of the returned
+    hidden states before the backward pass raises, as autograd's own saved tensors do.
+    """
+
+    @staticmethod
+    def forward(ctx, x_d: torch.Tensor, input_gate_pre: torch.Tensor, weight_ih: torch.Tensor,
+                weight_hh: torch.Tensor, bias: torch.Tensor, pool: Optional[BufferPool]) -> tuple:
+        ctx.set_materialize_grads(False)
+        n_steps, n_samples, n_inputs = x_d.shape
+        n_gates, hidden = weight_hh.shape
+        rows = n_steps * n_samples
+
+        def buffer(role: str, numel: int) -> torch.Tensor:
+            return pool.take(role, numel, x_d.dtype, x_d.device) if pool is not None else x_d.new_empty(numel)
+        # time-major blocks: the trace's gates [T, B, 3H], c and tanh(c) [T, B, H]; apart, what the caller gets
+        trace_storage = buffer("trace", rows * (n_gates + 2 * hidden))
+        act = carve(trace_storage, 0, (n_steps, n_samples, n_gates))
+        c, tanh_c = (carve(trace_storage, rows * (n_gates + k * hidden), (n_steps, n_samples, hidden))
+                     for k in range(2))
+        output_storage = buffer("output", (rows + n_samples) * hidden)
+        h, c_last = carve(output_storage, 0, (n_steps, n_samples, hidden)), carve(output_storage, rows * hidden,
+                                                                                  (n_samples, hidden))
+        torch.addmm(bias, x_d.reshape(rows, n_inputs), weight_ih.t(), out=act.view(rows, n_gates))
+        ctx.trace = GateTrace(act.transpose(0, 1), weight_hh, "fgo", torch.sigmoid(input_gate_pre),
+                              (h.transpose(0, 1), c.transpose(0, 1), tanh_c.transpose(0, 1)))
+        c_last.copy_(c[-1])
+        ctx.save_for_backward(x_d, weight_ih, h)
+        return h, c_last
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h: Optional[torch.Tensor], grad_c_last: Optional[torch.Tensor]) -> tuple:
+        x_d, weight_ih, h = ctx.saved_tensors
+        trace, ctx.trace = ctx.trace, None
+        if trace is None:
+            raise RuntimeError("EALSTMSequence runs one backward pass per forward pass (retain_graph=True is not "
+                               "supported for xb_ealstm's CPU training path).")
+        if grad_h is None:
+            grad_h = torch.zeros_like(h)
+        delta, grad_input_gate_pre = trace.backward(grad_h.transpose(0, 1), grad_c_last, overwrite=True)
+        delta = delta.transpose(0, 1)                             # [T, B, 3H], contiguous
+        grad_x = delta @ weight_ih if ctx.needs_input_grad[0] else None
+        grad_weight_ih = weight_gradients(delta, x_d) if ctx.needs_input_grad[2] else None
+        grad_weight_hh = weight_gradients(delta[1:], h[:-1]) if ctx.needs_input_grad[3] else None
+        grad_bias = delta.sum((0, 1)) if ctx.needs_input_grad[4] else None
+        return grad_x, grad_input_gate_pre, grad_weight_ih, grad_weight_hh, grad_bias, None
+
+
+def ealstm_sequence(x_d: torch.Tensor, input_gate_pre: torch.Tensor, weight_ih: torch.Tensor,
+                    weight_hh: torch.Tensor, bias: torch.Tensor, pool: Optional[BufferPool] = None) -> tuple:
+    """The EA-LSTM recurrence as one autograd node (:class:`EALSTMSequence`).
+
+    Parameters
+    ----------
+    x_d : torch.Tensor
+        Dynamic inputs ``[T, B, D]``.
+    input_gate_pre : torch.Tensor
+        ``W_i x_s + b_i``, ``[B, H]`` (the input gate before its sigmoid).
+    weight_ih, weight_hh, bias : torch.Tensor
+        Dynamic gates, fused layout: ``[3H, D]``, ``[3H, H]``, ``[3H]``, gate rows (f, g, o).
+    pool : BufferPool, optional
+        Where the trace's buffers come from; without one they are allocated afresh.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(h [T, B, H], c_last [B, H])``, on the trace's buffer.
+    """
+    return EALSTMSequence.apply(x_d, input_gate_pre, weight_ih, weight_hh, bias, pool)
