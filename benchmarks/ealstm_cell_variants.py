@@ -1,6 +1,7 @@
 """A/B of the EA-LSTM CPU recurrence's element-wise step: the plain loop against two fused variants (issue 11).
 
-``loop``: :func:`nh_crossbasin.core.recurrence.ealstm_loop` (what ``xb_ealstm`` trains with on the CPU).
+``loop``: :func:`nh_crossbasin.core.recurrence.ealstm_loop` (what ``xb_ealstm`` trained with on the CPU before
+:func:`nh_crossbasin.core.ealstm_sequence.ealstm_sequence`).
 ``compiled``: the same loop whose element-wise cell update is ``torch.compile``-d (inductor fuses the σ/tanh and
 products of forward and backward). ``autograd_fn``: the cell update as a custom ``torch.autograd.Function`` with a
 hand-written backward. The two recurrent ``addmm`` per step are the same in all three. The variants take turns in

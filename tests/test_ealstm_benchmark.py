@@ -51,3 +51,15 @@ def test_cpu_routes_benchmark_prints_routes_that_agree(capsys):
             or line.startswith("| 40 ")]
     assert [(r[1].strip(), r[2].strip()) for r in rows] == [("3", "yes"), ("3", "no"), ("40", "yes"), ("40", "no")]
     assert all(float(r[8]) < 1e-5 for r in rows)   # the three routes compute the same recurrence
+
+
+def test_memory_benchmark_prints_a_row_per_model(capsys):
+    """``benchmarks/ealstm_memory.py`` at toy sizes (a batch that takes the CPU training node): one row per model,
+    each from its own process, with a peak that did not shrink."""
+    spec = importlib.util.spec_from_file_location("ealstm_memory", BENCHMARK.parent / "ealstm_memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--batch-size", "40", "--hidden-size", "8", "--seq-length", "20", "--steps", "2"])
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 40 ")]
+    assert [r[2].strip() for r in rows] == ["ealstm", "xb_ealstm"]
+    assert all(float(r[4]) >= float(r[3]) > 0 for r in rows)

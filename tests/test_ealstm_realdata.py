@@ -13,6 +13,8 @@ import pytest
 import torch
 from ruamel.yaml import YAML
 
+from nh_crossbasin.nh.models.fused_ealstm import CPU_FUSED_MAX_BATCH
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CARAVAN = SHARED_DATA / "camels_us_caravan"
 STATIC_ATTRIBUTES = [
@@ -66,8 +68,11 @@ def train(model, batches, loss_obj) -> list:
     return losses
 
 
-def test_training_loss_curve_matches_nh_ealstm(tmp_path):
-    """NH ealstm and xb_ealstm from the same initial weights, trained on identical NH batches with Adam."""
+@pytest.mark.parametrize("batch_size", [CPU_FUSED_MAX_BATCH, CPU_FUSED_MAX_BATCH + 16],
+                         ids=["fused-route", "sequence-route"])
+def test_training_loss_curve_matches_nh_ealstm(tmp_path, batch_size):
+    """NH ealstm and xb_ealstm from the same initial weights, trained on identical NH batches with Adam (on the CPU,
+    batches of CPU_FUSED_MAX_BATCH take the fused kernel, larger ones the three-gate autograd node)."""
     from neuralhydrology.datasetzoo.genericdataset import GenericDataset
     from neuralhydrology.modelzoo.ealstm import EALSTM
     from neuralhydrology.training import get_loss_obj
@@ -80,7 +85,7 @@ def test_training_loss_curve_matches_nh_ealstm(tmp_path):
     cfg = Config(caravan_keys(tmp_path))
     cfg.train_dir = tmp_path / "train_data"
     dataset = GenericDataset(cfg=cfg, is_train=True, period="train", scaler={})  # NH's default {} is shared
-    loader = torch.utils.data.DataLoader(dataset, batch_size=32, shuffle=True, collate_fn=dataset.collate_fn,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=dataset.collate_fn,
                                          generator=torch.Generator().manual_seed(0))
     batches = []
     for batch in loader:
@@ -111,8 +116,10 @@ def test_training_loss_curve_matches_nh_ealstm(tmp_path):
 
 @pytest.mark.slow
 def test_nh_run_train_and_evaluate_xb_ealstm(tmp_path):
-    """Unmodified ``nh-run`` trains and evaluates ``model: xb_ealstm`` (plugin activated by the start-up hook)."""
-    keys = caravan_keys(tmp_path, model="xb_ealstm", hidden_size=16, seq_length=30, max_updates_per_epoch=10)
+    """Unmodified ``nh-run`` trains and evaluates ``model: xb_ealstm`` (plugin activated by the start-up hook); its
+    batches, larger than CPU_FUSED_MAX_BATCH, take the CPU training node, whose buffers NH's training loop reuses."""
+    keys = caravan_keys(tmp_path, model="xb_ealstm", hidden_size=16, seq_length=30, max_updates_per_epoch=10,
+                        batch_size=CPU_FUSED_MAX_BATCH + 16)
     config_file = tmp_path / "xb_ealstm.yml"
     with config_file.open("w") as fp:
         YAML().dump(keys, fp)
