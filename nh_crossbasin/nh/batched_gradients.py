@@ -172,7 +172,7 @@ def _chunk_gradients(model: nn.Module, loss_obj: nn.Module, batches: List[Dict],
         wants_input_gate = family == "ealstm" and any(n.startswith("input_gate.") for n in recurrent)
         # sample-major gate deltas and h[t-1]: each basin's samples are contiguous [n, T, ·] blocks
         if on_cpu:
-            delta, d_input_gate = run.backward(torch.autograd.grad(total, [hidden])[0])
+            delta, d_input_gate = run.backward(torch.autograd.grad(total, [hidden])[0], overwrite=True)
             deltas, previous = ((delta, d_input_gate) if wants_input_gate else (delta,)), run.h_previous
         else:
             deltas = torch.autograd.grad(total, [run.pre] + ([run.input_gate_pre] if wants_input_gate else []))
