@@ -55,6 +55,19 @@ def test_outputs_and_every_gradient_match_the_autograd_loop(uses_h, uses_c, pool
             assert_relatively_close(a, e, 1e-10, what)
 
 
+@pytest.mark.parametrize("n_steps, n_samples", [(1, 3), (2, 1)])
+def test_one_step_and_one_sample_match_the_autograd_loop(n_steps, n_samples):
+    generator = torch.Generator().manual_seed(5)
+    inputs = [torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_()
+              for shape in [(n_steps, n_samples, D), (n_samples, H), (3 * H, D), (3 * H, H), (3 * H,)]]
+    outputs = []
+    for run in (reference, lambda *a: ealstm_sequence(*a, pool=BufferPool())):
+        h, c_last = run(*inputs)
+        outputs.append([h, c_last, *torch.autograd.grad(h.sin().sum() + c_last.pow(2).sum(), inputs)])
+    for a, e in zip(*reversed(outputs)):
+        assert_relatively_close(a.detach(), e.detach(), 1e-10, "edge shapes")
+
+
 def test_a_wrong_backward_fails_the_comparison(monkeypatch):
     """Negative control: dropping the last cell state's gradient must break the comparison above."""
     original = GateTrace.backward

@@ -160,6 +160,6 @@ def ealstm_sequence(x_d: torch.Tensor, input_gate_pre: torch.Tensor, weight_ih: 
     Returns
     -------
     tuple of torch.Tensor
-        ``(h [T, B, H], c_last [B, H])``, on the trace's buffer.
+        ``(h [T, B, H], c_last [B, H])``, in the pool's output buffer (kept apart from the trace's).
     """
     return EALSTMSequence.apply(x_d, input_gate_pre, weight_ih, weight_hh, bias, pool)

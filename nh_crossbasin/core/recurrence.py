@@ -133,10 +133,10 @@ class GateTrace:
         n_samples, n_steps = pre.shape[:2]
         hidden = weight_hh.shape[1]
         self.order, self.weight_hh, self.input_gate, self.act = order, weight_hh, input_gate, pre
-        self.time_major = n_steps > 1 and pre.stride(0) < pre.stride(1)
+        time_major = n_steps > 1 and pre.stride(0) < pre.stride(1)
         if states is not None:            # caller's buffers for h, c, tanh(c)
             self.h, self.c, self.tanh_c = states
-        elif self.time_major:             # buffers in pre's layout: each step's block contiguous
+        elif time_major:                  # buffers in pre's layout: each step's block contiguous
             self.h, self.c, self.tanh_c = (pre.new_empty(n_steps, n_samples, hidden).transpose(0, 1)
                                            for _ in range(3))
         else:
