@@ -21,7 +21,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ealstm_step  # noqa: E402
@@ -37,13 +36,8 @@ def measure(model_name: str, args: argparse.Namespace) -> None:
                                    dynamic_inputs=5, static_inputs=27, evaluate=False)
     step = ealstm_step.TrainingStep(model_name, args.batch_size, step_args)
     before = peak_mib()
-    prediction = None
     for _ in range(args.steps):
-        step.optimizer.zero_grad()
-        prediction = step.model(step.data)       # replaces the previous step's predictions only after the forward
-        loss = torch.mean((prediction["y_hat"][:, -1:] - step.data["y"][:, -1:]) ** 2)
-        loss.backward()
-        step.optimizer.step()
+        step.step()       # keeps the previous step's predictions through the next forward pass, as NH does
     print(f"| {args.batch_size} | {model_name} | {before:.0f} | {peak_mib():.0f} | {peak_mib() - before:.0f} |")
 
 

@@ -98,16 +98,20 @@ class TrainingStep:
         self.data = synthetic_batch(cfg, batch_size, self.device)
         self.times_ms: List[float] = []
         self.peak_mib = 0.0
+        self.prediction = None
 
     def step(self) -> None:
-        """Forward, backward and Adam update (with ``--evaluate``: one forward in eval mode without gradients)."""
+        """Forward, backward and Adam update (with ``--evaluate``: one forward in eval mode without gradients).
+
+        The predictions stay alive until the next step's forward pass has run, as in NH's training loop.
+        """
         if self.evaluate:
             with torch.no_grad():
                 self.model(self.data)
             return
         self.optimizer.zero_grad()
-        prediction = self.model(self.data)["y_hat"][:, -1:]
-        loss = torch.mean((prediction - self.data["y"][:, -1:]) ** 2)
+        self.prediction = self.model(self.data)
+        loss = torch.mean((self.prediction["y_hat"][:, -1:] - self.data["y"][:, -1:]) ** 2)
         loss.backward()
         self.optimizer.step()
 

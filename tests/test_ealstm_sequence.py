@@ -18,19 +18,20 @@ from test_ealstm_model import assert_relatively_close, make_batch, make_config, 
 T, B, D, H = 17, 5, 4, 6
 
 
-def random_inputs(seed: int = 0):
+def random_inputs(seed: int = 0, n_steps: int = T, n_samples: int = B):
     generator = torch.Generator().manual_seed(seed)
 
     def leaf(*shape):
         return torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_()
-    return [leaf(T, B, D), leaf(B, H), leaf(3 * H, D), 0.5 * leaf(3 * H, H).detach().requires_grad_(), leaf(3 * H)]
+    return [leaf(n_steps, n_samples, D), leaf(n_samples, H), leaf(3 * H, D),
+            0.5 * leaf(3 * H, H).detach().requires_grad_(), leaf(3 * H)]
 
 
 def gradients(run, inputs, uses_h: bool, uses_c: bool):
     h, c_last = run(*inputs)
     loss = 0
     if uses_h:
-        loss = loss + (h.sin() * torch.linspace(0, 1, T, dtype=h.dtype)[:, None, None]).sum()
+        loss = loss + (h.sin() * torch.linspace(0, 1, h.shape[0], dtype=h.dtype)[:, None, None]).sum()
     if uses_c:
         loss = loss + (c_last ** 2).sum()
     grads = torch.autograd.grad(loss, inputs)
@@ -57,15 +58,10 @@ def test_outputs_and_every_gradient_match_the_autograd_loop(uses_h, uses_c, pool
 
 @pytest.mark.parametrize("n_steps, n_samples", [(1, 3), (2, 1)])
 def test_one_step_and_one_sample_match_the_autograd_loop(n_steps, n_samples):
-    generator = torch.Generator().manual_seed(5)
-    inputs = [torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_()
-              for shape in [(n_steps, n_samples, D), (n_samples, H), (3 * H, D), (3 * H, H), (3 * H,)]]
-    outputs = []
-    for run in (reference, lambda *a: ealstm_sequence(*a, pool=BufferPool())):
-        h, c_last = run(*inputs)
-        outputs.append([h, c_last, *torch.autograd.grad(h.sin().sum() + c_last.pow(2).sum(), inputs)])
-    for a, e in zip(*reversed(outputs)):
-        assert_relatively_close(a.detach(), e.detach(), 1e-10, "edge shapes")
+    inputs = random_inputs(5, n_steps, n_samples)
+    expected = gradients(reference, inputs, True, True)
+    for a, e in zip(gradients(lambda *a: ealstm_sequence(*a, pool=BufferPool()), inputs, True, True), expected):
+        assert_relatively_close(a, e, 1e-10, "edge shapes")
 
 
 def test_a_wrong_backward_fails_the_comparison(monkeypatch):

@@ -64,12 +64,12 @@ class BufferPool:
     def take(self, role: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """A flat tensor of ``numel`` elements for ``role``, uninitialised (a free kept buffer, or new memory)."""
         kept = self._buffers.setdefault(role, [])
-        for buffer in kept:
-            if buffer.dtype == dtype and buffer.device == device and buffer.numel() >= numel and is_unshared(buffer):
-                return buffer[:numel]
-        fresh = torch.empty(numel, dtype=dtype, device=device)
         free = [k for k, buffer in enumerate(kept) if is_unshared(buffer)]
-        if free:
+        for k in free:
+            if kept[k].dtype == dtype and kept[k].device == device and kept[k].numel() >= numel:
+                return kept[k][:numel]
+        fresh = torch.empty(numel, dtype=dtype, device=device)
+        if free:               # replace a free buffer of the wrong kind or size
             kept[free[0]] = fresh
         elif len(kept) < self.size:
             kept.append(fresh)
