@@ -67,8 +67,8 @@ def test_one_step_and_one_sample_match_the_autograd_loop(n_steps, n_samples):
 def test_a_wrong_backward_fails_the_comparison(monkeypatch):
     """Negative control: dropping the last cell state's gradient must break the comparison above."""
     original = GateTrace.backward
-    monkeypatch.setattr(GateTrace, "backward", lambda self, grad_h, grad_c_last=None, overwrite=False:
-                        original(self, grad_h, None, overwrite))
+    monkeypatch.setattr(GateTrace, "backward", lambda self, grad_h, grad_c_last=None, **options:
+                        original(self, grad_h, None, **options))
     inputs = random_inputs()
     actual = gradients(ealstm_sequence, inputs, True, True)
     expected = gradients(reference, inputs, True, True)
@@ -84,13 +84,59 @@ def test_gate_trace_overwriting_its_gates_gives_the_same_deltas(order):
     input_gate = torch.rand(B, H, generator=generator, dtype=torch.float64) if order == "fgo" else None
     grad_h = torch.randn(B, T, H, generator=generator, dtype=torch.float64)
     traces = [GateTrace(pre.clone().transpose(0, 1), weight_hh, order, input_gate) for _ in range(2)]
-    kept = traces[0].backward(grad_h)
+    inputs = torch.randn(B, T, 3, generator=generator, dtype=torch.float64)
+    kept = traces[0].backward(grad_h, inputs=inputs)
     overwritten = traces[1].backward(grad_h, overwrite=True)
     for a, e in zip(overwritten, kept):
         if e is not None:
             assert torch.equal(a, e)
+    # the inputs' weight gradient, summed step by step, is Σ z[t]ᵀ δ[t] of the returned deltas
+    expected = torch.einsum("btk,btg->kg", inputs, kept[0])
+    assert_relatively_close(traces[0].input_weight_gradient, expected, 1e-12, "input weight gradient")
+    assert traces[1].input_weight_gradient is None
     with pytest.raises(RuntimeError, match="overwrite=True"):
         traces[1].backward(grad_h)
+
+
+def direct_recurrence(pre, weight_hh, order, input_gate):
+    """Plain per-step LSTM/EA-LSTM maths (torch.tanh, no trace): h, c and o of every step, sample-major."""
+    hidden = weight_hh.shape[1]
+    h = pre.new_zeros(pre.shape[1], hidden)
+    c = torch.zeros_like(h)
+    hs, cs, os = [], [], []
+    for pre_t in pre.unbind(0):
+        gates = dict(zip(order, (pre_t + h @ weight_hh.t()).split(hidden, dim=1)))
+        i = torch.sigmoid(gates["i"]) if order == "ifgo" else input_gate
+        o = torch.sigmoid(gates["o"])
+        c = torch.sigmoid(gates["f"]) * c + i * torch.tanh(gates["g"])
+        h = o * torch.tanh(c)
+        hs.append(h), cs.append(c), os.append(o)
+    return [torch.stack(x, dim=1) for x in (hs, cs, os)]
+
+
+@pytest.mark.parametrize("order", ["ifgo", "fgo"])
+def test_gate_trace_keeps_doubled_cell_states_and_dh_dc(order):
+    """The trace's states against the plain recurrence (float64, 1e-12): ``c2 = 2c``, ``dh_dc = o (1 − tanh² c)``;
+    a ``pre`` whose g rows were doubled (``g_doubled``) gives bit-identical states, an undoubled one does not."""
+    from nh_crossbasin.core.recurrence import double_g_rows
+    generator = torch.Generator().manual_seed(4)
+    n_gates = len(order)
+    x = torch.randn(T, B, D, generator=generator, dtype=torch.float64)
+    weight_ih = torch.randn(n_gates * H, D, generator=generator, dtype=torch.float64)
+    weight_hh = 0.5 * torch.randn(n_gates * H, H, generator=generator, dtype=torch.float64)
+    input_gate = torch.rand(B, H, generator=generator, dtype=torch.float64) if order == "fgo" else None
+    pre = x @ weight_ih.t()
+    h, c, o = direct_recurrence(pre, weight_hh, order, input_gate)
+    trace = GateTrace(pre.clone().transpose(0, 1), weight_hh, order, input_gate)
+    for what, actual, expected in [("h", trace.h, h), ("c2", trace.c2, 2 * c),
+                                   ("dh_dc", trace.dh_dc, o * (1 - torch.tanh(c) ** 2))]:
+        assert_relatively_close(actual, expected, 1e-12, what)
+    doubled = GateTrace((x @ double_g_rows(weight_ih, order).t()).transpose(0, 1), weight_hh, order, input_gate,
+                        g_doubled=True)
+    for name in ("h", "c2", "dh_dc", "act"):
+        assert torch.equal(getattr(doubled, name), getattr(trace, name)), name
+    undoubled = GateTrace(pre.clone().transpose(0, 1), weight_hh, order, input_gate, g_doubled=True)
+    assert (undoubled.h - trace.h).abs().max() > 1e-3
 
 
 def test_one_backward_per_forward_and_in_place_changes_are_caught():

@@ -2,9 +2,10 @@
 
 :class:`EALSTMSequence` runs NH ``ealstm``'s recurrence (three dynamic gates per step, the input gate constant in
 time) without recording a per-step autograd graph: the forward pass is :class:`~nh_crossbasin.core.recurrence.
-GateTrace` on time-major buffers (each step's gates one contiguous block, ``tanh`` as ``2 σ(2x) − 1``), and the
-backward pass is its back-propagation through time written out, each step's deltas written over its gates, with
-the weight gradients as one matrix product over all steps:
+GateTrace` on time-major buffers (each step's gates one contiguous block, ``tanh`` as ``2 σ(2x) − 1`` with the g
+rows of the weights doubled), and the backward pass is its back-propagation through time written out, each step's
+deltas written over its gates, with ``dW_hh`` as one matrix product over all steps (``dW_ih`` and ``db`` are
+summed step by step, while each step's deltas are in cache):
 
 ``dW_ih = Σ_t δ[t]ᵀ x[t]``, ``dW_hh = Σ_{t≥1} δ[t]ᵀ h[t-1]``, ``db = Σ_t δ[t]``.
 
@@ -19,7 +20,7 @@ from typing import Dict, List, Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from nh_crossbasin.core.recurrence import GateTrace, weight_gradients
+from nh_crossbasin.core.recurrence import GateTrace, double_g_rows, weight_gradients
 
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)
 
@@ -108,37 +109,44 @@ class EALSTMSequence(torch.autograd.Function):
 
         def buffer(role: str, numel: int) -> torch.Tensor:
             return pool.take(role, numel, x_d.dtype, x_d.device) if pool is not None else x_d.new_empty(numel)
-        # time-major blocks: the trace's gates [T, B, 3H], c and tanh(c) [T, B, H]; apart, what the caller gets
+        # time-major blocks: the trace's gates [T, B, 3H], 2c and dh/dc [T, B, H]; apart, what the caller gets
         trace_storage = buffer("trace", rows * (n_gates + 2 * hidden))
         act = carve(trace_storage, 0, (n_steps, n_samples, n_gates))
-        c, tanh_c = (carve(trace_storage, rows * (n_gates + k * hidden), (n_steps, n_samples, hidden))
+        c2, dh_dc = (carve(trace_storage, rows * (n_gates + k * hidden), (n_steps, n_samples, hidden))
                      for k in range(2))
         output_storage = buffer("output", (rows + n_samples) * hidden)
         h, c_last = carve(output_storage, 0, (n_steps, n_samples, hidden)), carve(output_storage, rows * hidden,
                                                                                   (n_samples, hidden))
-        torch.addmm(bias, x_d.reshape(rows, n_inputs), weight_ih.t(), out=act.view(rows, n_gates))
+        # [x, 1] [W_ih, b]ᵀ in one pass over the gates, the g rows doubled (GateTrace's tanh(x) = 2 σ(2x) − 1 then
+        # needs no pass of its own); [x, 1] again gives dW_ih and db together in the backward
+        x_ones = torch.cat([x_d, x_d.new_ones(n_steps, n_samples, 1)], dim=2)
+        weight_bias = double_g_rows(torch.cat([weight_ih, bias[:, None]], dim=1), "fgo")
+        torch.mm(x_ones.view(rows, n_inputs + 1), weight_bias.t(), out=act.view(rows, n_gates))
         ctx.trace = GateTrace(act.transpose(0, 1), weight_hh, "fgo", torch.sigmoid(input_gate_pre),
-                              (h.transpose(0, 1), c.transpose(0, 1), tanh_c.transpose(0, 1)))
-        c_last.copy_(c[-1])
-        ctx.save_for_backward(x_d, weight_ih, h)
+                              (h.transpose(0, 1), c2.transpose(0, 1), dh_dc.transpose(0, 1)), g_doubled=True)
+        torch.mul(c2[-1], 0.5, out=c_last)
+        ctx.save_for_backward(x_ones, weight_ih, h)
         return h, c_last
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_h: Optional[torch.Tensor], grad_c_last: Optional[torch.Tensor]) -> tuple:
-        x_d, weight_ih, h = ctx.saved_tensors
+        x_ones, weight_ih, h = ctx.saved_tensors
         trace, ctx.trace = ctx.trace, None
         if trace is None:
             raise RuntimeError("EALSTMSequence runs one backward pass per forward pass (retain_graph=True is not "
                                "supported for xb_ealstm's CPU training path).")
         if grad_h is None:
             grad_h = torch.zeros_like(h)
-        delta, grad_input_gate_pre = trace.backward(grad_h.transpose(0, 1), grad_c_last, overwrite=True)
+        wants_weight_ih = ctx.needs_input_grad[2] or ctx.needs_input_grad[4]
+        delta, grad_input_gate_pre = trace.backward(grad_h.transpose(0, 1), grad_c_last, overwrite=True,
+                                                    inputs=x_ones.transpose(0, 1) if wants_weight_ih else None)
         delta = delta.transpose(0, 1)                             # [T, B, 3H], contiguous
         grad_x = delta @ weight_ih if ctx.needs_input_grad[0] else None
-        grad_weight_ih = weight_gradients(delta, x_d) if ctx.needs_input_grad[2] else None
+        grad_weight_ih = grad_bias = None
+        if wants_weight_ih:                                       # Σ_t [x, 1][t]ᵀ δ[t]: [D + 1, 3H]
+            grad_weight_ih, grad_bias = trace.input_weight_gradient[:-1].t(), trace.input_weight_gradient[-1]
         grad_weight_hh = weight_gradients(delta[1:], h[:-1]) if ctx.needs_input_grad[3] else None
-        grad_bias = delta.sum((0, 1)) if ctx.needs_input_grad[4] else None
         return grad_x, grad_input_gate_pre, grad_weight_ih, grad_weight_hh, grad_bias, None
 
 

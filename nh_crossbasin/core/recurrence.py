@@ -106,7 +106,10 @@ class GateTrace:
     (:class:`~nh_crossbasin.core.ealstm_sequence.EALSTMSequence`): no autograd graph (whose per-step nodes, ``cat``
     and ``stack`` dominate a Python-level recurrence), preallocated buffers, one product for the input projections of
     all steps, and per step one recurrent product forward and one backward (large when many probes run at once). Its
-    ``tanh`` are computed as ``2 σ(2x) − 1`` (:func:`tanh_by_sigmoid`).
+    ``tanh`` are computed as ``2 σ(2x) − 1`` (:func:`tanh_of_half`). Per step it runs 9 element-wise or matrix
+    operations forward and 10 backward: it keeps the cell states doubled (``2c``, the argument of that sigmoid; exact
+    in floating point) and ``∂h/∂c = o (1 − tanh² c)`` instead of ``tanh c``, and the backward adds ``∂L/∂h[t-1]``
+    in its recurrent product.
 
     Build it with :meth:`lstm` (gate order i, f, g, o; ``nn.LSTM``'s parameters) or :meth:`ealstm` (dynamic gates
     f, g, o in the fused layout of :mod:`nh_crossbasin.core.ealstm_weights`; the input gate ``σ(W_i x_s + b_i)`` is
@@ -114,60 +117,85 @@ class GateTrace:
     by these is sample-major (``[B, T, ·]``), so that each basin's samples are contiguous blocks for its weight
     products. Given ``pre`` as a ``[B, T, ·]`` view of time-major memory (``x.transpose(0, 1)``), the trace keeps
     that layout, in which each step's block is contiguous (what training wants); ``states`` can supply the buffers
-    for ``h``, ``c`` and ``tanh(c)``.
+    for ``h``, ``c2`` and ``dh_dc``.
+
+    Parameters
+    ----------
+    pre : torch.Tensor
+        Gate pre-activations before the recurrent product is added, ``[B, T, G·H]``; overwritten by :attr:`act`.
+    weight_hh : torch.Tensor
+        Recurrent weight ``[G·H, H]`` in the gate order ``order``.
+    order : str
+        ``"ifgo"`` (LSTM) or ``"fgo"`` (EA-LSTM).
+    input_gate : torch.Tensor, optional
+        EA-LSTM: ``σ(W_i x_s + b_i)``, ``[B, H]``.
+    states : tuple of torch.Tensor, optional
+        Buffers ``(h, c2, dh_dc)``, each ``[B, T, H]``.
+    g_doubled : bool
+        Whether the g block of ``pre`` already holds twice the pre-activation (made with :func:`double_g_rows` of
+        the input weights): the forward then saves one pass per step.
 
     Attributes
     ----------
     h : torch.Tensor
         Hidden states ``[B, T, H]``.
     act : torch.Tensor
-        Activated gates ``[B, T, G·H]`` (σ or tanh of each block).
-    c, tanh_c : torch.Tensor
-        Cell states and their tanh, ``[B, T, H]``.
+        Activated gates ``[B, T, G·H]`` (σ or tanh of each block); None once the backward overwrote them.
+    c2 : torch.Tensor
+        The cell states doubled, ``2c``, ``[B, T, H]``.
+    dh_dc : torch.Tensor
+        ``∂h/∂c = o (1 − tanh² c)``, ``[B, T, H]``.
     input_gate : torch.Tensor or None
         EA-LSTM: ``σ(W_i x_s + b_i)``, ``[B, H]``.
+    input_weight_gradient : torch.Tensor or None
+        After ``backward(..., inputs=z)``: ``Σ_t z[t]ᵀ δ[t]`` over all samples, ``[K, G·H]``.
     """
 
     def __init__(self, pre: torch.Tensor, weight_hh: torch.Tensor, order: str,
-                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None):
+                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None, g_doubled: bool = False):
         n_samples, n_steps = pre.shape[:2]
         hidden = weight_hh.shape[1]
         self.order, self.weight_hh, self.input_gate, self.act = order, weight_hh, input_gate, pre
         time_major = n_steps > 1 and pre.stride(0) < pre.stride(1)
-        if states is not None:            # caller's buffers for h, c, tanh(c)
-            self.h, self.c, self.tanh_c = states
+        if states is not None:            # caller's buffers for h, 2c, dh/dc
+            self.h, self.c2, self.dh_dc = states
         elif time_major:                  # buffers in pre's layout: each step's block contiguous
-            self.h, self.c, self.tanh_c = (pre.new_empty(n_steps, n_samples, hidden).transpose(0, 1)
+            self.h, self.c2, self.dh_dc = (pre.new_empty(n_steps, n_samples, hidden).transpose(0, 1)
                                            for _ in range(3))
         else:
-            self.h, self.c, self.tanh_c = (pre.new_empty(n_samples, n_steps, hidden) for _ in range(3))
-        recurrent = weight_hh.t()
+            self.h, self.c2, self.dh_dc = (pre.new_empty(n_samples, n_steps, hidden) for _ in range(3))
+        # with g doubled in pre, its recurrent rows are doubled too (exact: a power of two)
+        recurrent = (double_g_rows(weight_hh, order) if g_doubled else weight_hh).t()
+        one, zero = pre.new_ones(()), pre.new_zeros(())
         # per-step views made once (unbind), not by indexing inside the loop
         acts, gates = pre.unbind(1), self._blocks(pre)
-        hs, cs, tanh_cs = self.h.unbind(1), self.c.unbind(1), self.tanh_c.unbind(1)
+        hs, c2s, dh_dcs = self.h.unbind(1), self.c2.unbind(1), self.dh_dc.unbind(1)
         gate_in = gates["i"] if order == "ifgo" else [input_gate] * n_steps
         for t in range(n_steps):
             if t:
                 acts[t].addmm_(hs[t - 1], recurrent)
             g = gates["g"][t]
-            g.mul_(2)
-            acts[t].sigmoid_()               # all gates at once; the cell update's tanh(x) = 2 σ(2x) − 1
-            g.mul_(2).sub_(1)
-            if t:
-                torch.mul(gates["f"][t], cs[t - 1], out=cs[t])
-                cs[t].addcmul_(gate_in[t], g)
+            if not g_doubled:
+                g.mul_(2)
+            acts[t].sigmoid_()               # all gates at once; tanh(x) = 2 σ(2x) − 1
+            g.lerp_(one, -1.0)               # 2 σ − 1 in one pass
+            if t:                            # 2c[t] = f 2c[t-1] + 2 i g
+                torch.mul(gates["f"][t], c2s[t - 1], out=c2s[t])
+                c2s[t].addcmul_(gate_in[t], g, value=2)
             else:
-                torch.mul(gate_in[t], g, out=cs[t])
-            tanh_by_sigmoid(cs[t], out=tanh_cs[t])
-            torch.mul(gates["o"][t], tanh_cs[t], out=hs[t])
+                torch.addcmul(zero, gate_in[t], g, value=2, out=c2s[t])
+            tanh_c = tanh_of_half(c2s[t], dh_dcs[t], one)
+            torch.mul(gates["o"][t], tanh_c, out=hs[t])
+            torch.addcmul(gates["o"][t], hs[t], tanh_c, value=-1, out=dh_dcs[t])   # o − h tanh c
 
     @classmethod
     @torch.no_grad()
     def lstm(cls, x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor,
              bias_hh: torch.Tensor) -> "GateTrace":
         """One-layer LSTM on ``x`` ``[T, B, D]`` with ``nn.LSTM``'s ``weight_ih_l0``, ``weight_hh_l0``, biases."""
-        return cls(F.linear(x.transpose(0, 1).contiguous(), weight_ih, bias_ih + bias_hh), weight_hh.detach(),
-                   "ifgo")
+        pre = F.linear(x.transpose(0, 1).contiguous(), double_g_rows(weight_ih, "ifgo"),
+                       double_g_rows(bias_ih + bias_hh, "ifgo"))
+        return cls(pre, weight_hh.detach(), "ifgo", g_doubled=True)
 
     @classmethod
     @torch.no_grad()
@@ -176,8 +204,8 @@ class GateTrace:
                bias: torch.Tensor) -> "GateTrace":
         """EA-LSTM on dynamic inputs ``x_d`` ``[T, B, D]`` and statics ``x_s`` ``[B, S]`` (NH ``ealstm``'s maths)."""
         input_gate = torch.sigmoid(F.linear(x_s, input_gate_weight, input_gate_bias))
-        return cls(F.linear(x_d.transpose(0, 1).contiguous(), weight_ih, bias), weight_hh.detach(), "fgo",
-                   input_gate)
+        pre = F.linear(x_d.transpose(0, 1).contiguous(), double_g_rows(weight_ih, "fgo"), double_g_rows(bias, "fgo"))
+        return cls(pre, weight_hh.detach(), "fgo", input_gate, g_doubled=True)
 
     def _blocks(self, gates: torch.Tensor) -> dict:
         """Each gate's per-step views ``[B, H]`` of ``gates`` ``[B, T, G·H]``, by gate name."""
@@ -193,7 +221,7 @@ class GateTrace:
 
     @torch.no_grad()
     def backward(self, grad_h: torch.Tensor, grad_c_last: Optional[torch.Tensor] = None,
-                 overwrite: bool = False) -> tuple:
+                 overwrite: bool = False, inputs: Optional[torch.Tensor] = None) -> tuple:
         """Gate deltas from the gradient of a loss with respect to every hidden state.
 
         Parameters
@@ -206,6 +234,10 @@ class GateTrace:
             Write each step's deltas over its activated gates (:attr:`act`, which the step no longer needs) instead
             of into a new buffer: no second buffer of the trace's largest size, whose first touch costs as much as
             the element-wise work. The trace can then not run backward again.
+        inputs : torch.Tensor, optional
+            Per-step inputs ``z`` ``[B, T, K]`` (e.g. ``[x, 1]``) whose weight gradient ``Σ_t z[t]ᵀ δ[t]`` is
+            accumulated step by step, while each step's deltas are in cache, into :attr:`input_weight_gradient`:
+            for few columns this is several times faster than one product over all steps afterwards.
 
         Returns
         -------
@@ -219,50 +251,69 @@ class GateTrace:
         tanh_backward = torch.ops.aten.tanh_backward.grad_input
         delta = self.act if overwrite else torch.empty_like(self.act)   # empty_like keeps act's layout
         n_steps = delta.shape[1]
-        dh, dc, tmp, tmp2 = (torch.zeros_like(self.c[:, 0]) for _ in range(4))
+        zero = delta.new_zeros(())
+        # dh: ∂L/∂h[t] with the recurrence; e: ∂L/∂(2c[t])
+        grad_hs = grad_h.unbind(1)
+        dh = grad_hs[-1].clone(memory_format=torch.contiguous_format)
+        e, tmp, tmp2 = (torch.zeros_like(self.c2[:, 0]) for _ in range(3))
         if grad_c_last is not None:
-            dc.copy_(grad_c_last)
-        d_input_gate = torch.zeros_like(dh) if self.input_gate is not None else None
+            torch.mul(grad_c_last, 0.5, out=e)
+        d_input_gate = torch.zeros_like(e) if self.input_gate is not None else None
         # Each gate block is read for the last time before its delta is written (same slot when overwriting).
         gates, deltas, delta_steps = self._blocks(self.act), self._blocks(delta), delta.unbind(1)
         gate_in = gates["i"] if self.order == "ifgo" else [self.input_gate] * n_steps
-        cs, tanh_cs, grad_hs = self.c.unbind(1), self.tanh_c.unbind(1), grad_h.unbind(1)
+        hs, c2s, dh_dcs = self.h.unbind(1), self.c2.unbind(1), self.dh_dc.unbind(1)
+        input_steps = inputs.unbind(1) if inputs is not None else None
+        self.input_weight_gradient = delta.new_zeros(inputs.shape[2], delta.shape[2]) if inputs is not None else None
         for t in range(n_steps - 1, -1, -1):
-            tanh_c = tanh_cs[t]
-            dh.add_(grad_hs[t])
-            torch.mul(dh, gates["o"][t], out=tmp)
-            dc.add_(tanh_backward(tmp, tanh_c, grad_input=tmp))
-            torch.mul(dh, tanh_c, out=tmp)
-            sigmoid_backward(tmp, gates["o"][t], grad_input=deltas["o"][t])
-            torch.mul(dc, gate_in[t], out=tmp)
+            o, g, f = gates["o"][t], gates["g"][t], gates["f"][t]
+            torch.mul(dh, hs[t], out=tmp)
+            e.addcmul_(dh, dh_dcs[t], value=0.5)
+            torch.addcmul(tmp, tmp, o, value=-1, out=deltas["o"][t])      # ∂L/∂h h (1 − o)
+            torch.addcmul(zero, e, gate_in[t], value=2, out=tmp)           # ∂L/∂g = ∂L/∂(2c) 2i
             if d_input_gate is None:
-                torch.mul(dc, gates["g"][t], out=tmp2)
-                sigmoid_backward(tmp2, gates["i"][t], grad_input=deltas["i"][t])
+                torch.addcmul(zero, e, g, value=2, out=tmp2)
+                sigmoid_backward(tmp2, gate_in[t], grad_input=deltas["i"][t])
             else:
-                d_input_gate.addcmul_(dc, gates["g"][t])
-            tanh_backward(tmp, gates["g"][t], grad_input=deltas["g"][t])
+                d_input_gate.addcmul_(e, g)
+            tanh_backward(tmp, g, grad_input=deltas["g"][t])
             if t:
-                torch.mul(dc, cs[t - 1], out=tmp)
-                dc.mul_(gates["f"][t])
-                sigmoid_backward(tmp, gates["f"][t], grad_input=deltas["f"][t])
-                torch.mm(delta_steps[t], self.weight_hh, out=dh)
+                torch.mul(e, c2s[t - 1], out=tmp)
+                e.mul_(f)
+                sigmoid_backward(tmp, f, grad_input=deltas["f"][t])
+                torch.addmm(grad_hs[t - 1], delta_steps[t], self.weight_hh, out=dh)
             else:
                 deltas["f"][t].zero_()
+            if input_steps is not None:
+                self.input_weight_gradient.addmm_(input_steps[t].t(), delta_steps[t])
         if overwrite:
             self.act = None
-        if d_input_gate is not None:
-            d_input_gate = torch.ops.aten.sigmoid_backward(d_input_gate, self.input_gate)
+        if d_input_gate is not None:     # ∂L/∂i = Σ ∂L/∂(2c) 2g
+            d_input_gate = torch.ops.aten.sigmoid_backward(d_input_gate.mul_(2), self.input_gate)
         return delta, d_input_gate
 
 
-def tanh_by_sigmoid(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``tanh(x)`` as ``2 σ(2x) − 1`` into ``out`` (no autograd).
+def double_g_rows(weight: torch.Tensor, order: str) -> torch.Tensor:
+    """A copy of a gate-stacked weight or bias (rows in the gate order ``order``) with the g block doubled, so that
+    its products give ``2x`` for the cell update's ``tanh(x) = 2 σ(2x) − 1`` (exact: a power of two)."""
+    hidden = weight.shape[0] // len(order)
+    k = order.index("g")
+    doubled = weight.detach().clone()
+    doubled[k * hidden:(k + 1) * hidden] *= 2
+    return doubled
+
+
+def tanh_of_half(x2: torch.Tensor, out: torch.Tensor, one: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``tanh(x2 / 2)`` as ``2 σ(x2) − 1`` into ``out`` (no autograd): the ``tanh`` of :class:`GateTrace`, which
+    keeps the doubled arguments (``2c``, and the g gate's ``2x`` from doubled weight rows).
 
     The same function; in float32 it differs from ``torch.tanh`` by at most a few 1e-7 (absolute). PyTorch's CPU
     ``tanh`` was measured 5-9× slower than its ``sigmoid`` on an AVX-512 EPYC (``benchmarks/RESULTS.md``); there
-    the four cheap passes cost less than one ``tanh``.
+    two cheap passes (σ, then ``2s − 1`` as one ``lerp``) cost less than one ``tanh``. ``one`` is a 0-dim tensor 1
+    of ``out``'s kind (made here if not given).
     """
-    return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
+    one = out.new_ones(()) if one is None else one
+    return torch.sigmoid(x2, out=out).lerp_(one, -1.0)     # s + (-1)(1 - s) = 2s - 1
 
 
 def _previous(h: torch.Tensor) -> torch.Tensor:
