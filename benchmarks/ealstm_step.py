@@ -173,6 +173,8 @@ def machine_description(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     text = (f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with {torch.get_num_threads()} threads, "
             f"oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}")
+    if os.environ.get("THP_MEM_ALLOC_ENABLE"):   # torch backs tensors >= 2 MB with transparent huge pages
+        text += f", THP_MEM_ALLOC_ENABLE={os.environ['THP_MEM_ALLOC_ENABLE']}"
     if device.type == "cuda":
         text += f"; GPU {torch.cuda.get_device_name(device)}, cuDNN {torch.backends.cudnn.version()}"
     return text
