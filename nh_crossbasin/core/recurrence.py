@@ -134,6 +134,9 @@ class GateTrace:
     g_doubled : bool
         Whether the g block of ``pre`` already holds twice the pre-activation (made with :func:`double_g_rows` of
         the input weights): the forward then saves one pass per step.
+    projection : tuple of torch.Tensor, optional
+        ``(z [B, T, K], W [G·H, K])``: ``pre`` is then only a buffer, and each step's pre-activations ``z[:, t] Wᵀ``
+        are computed in the loop, into memory the step is about to use (cheaper than one pass over all steps).
 
     Attributes
     ----------
@@ -152,7 +155,8 @@ class GateTrace:
     """
 
     def __init__(self, pre: torch.Tensor, weight_hh: torch.Tensor, order: str,
-                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None, g_doubled: bool = False):
+                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None, g_doubled: bool = False,
+                 projection: Optional[tuple] = None):
         n_samples, n_steps = pre.shape[:2]
         hidden = weight_hh.shape[1]
         self.order, self.weight_hh, self.input_gate, self.act = order, weight_hh, input_gate, pre
@@ -171,7 +175,10 @@ class GateTrace:
         acts, gates = pre.unbind(1), self._blocks(pre)
         hs, c2s, dh_dcs = self.h.unbind(1), self.c2.unbind(1), self.dh_dc.unbind(1)
         gate_in = gates["i"] if order == "ifgo" else [input_gate] * n_steps
+        projected, projection_weight = (projection[0].unbind(1), projection[1].t()) if projection else (None, None)
         for t in range(n_steps):
+            if projected is not None:
+                torch.mm(projected[t], projection_weight, out=acts[t])
             if t:
                 acts[t].addmm_(hs[t - 1], recurrent)
             g = gates["g"][t]
