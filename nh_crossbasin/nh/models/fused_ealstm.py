@@ -23,9 +23,9 @@ LOGGER = logging.getLogger(__name__)
 
 CELL_STATE_MODES = ("auto", "sequence", "last")
 #: On the CPU, batches of at most this many samples take the fused kernel (oneDNN) also when gradients are
-#: recorded (probes of the influence sampler); larger ones take the three-gate recurrence ``ealstm_sequence``
-#: (``benchmarks/RESULTS.md``).
-CPU_FUSED_MAX_BATCH = 32
+#: recorded (probes of the influence sampler); larger ones take the three-gate recurrence ``ealstm_sequence``. On a
+#: 2-core AVX-512 EPYC the two cross between 28 and 30 samples (``benchmarks/RESULTS.md``).
+CPU_FUSED_MAX_BATCH = 28
 
 
 @register_model("xb_ealstm")
