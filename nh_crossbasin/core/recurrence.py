@@ -104,10 +104,11 @@ class GateTrace:
 
     The CPU route of the batched probe gradients, and the body of ``xb_ealstm``'s CPU training node
     (:class:`~nh_crossbasin.core.ealstm_sequence.EALSTMSequence`): no autograd graph (whose per-step nodes, ``cat``
-    and ``stack`` dominate a Python-level recurrence), preallocated buffers, one product for the input projections of
-    all steps, and per step one recurrent product forward and one backward (large when many probes run at once). Its
-    ``tanh`` are computed as ``2 σ(2x) − 1`` (:func:`tanh_of_half`). Per step it runs 9 element-wise or matrix
-    operations forward and 10 backward: it keeps the cell states doubled (``2c``, the argument of that sigmoid; exact
+    and ``stack`` dominate a Python-level recurrence), preallocated buffers, the input projections of all steps as
+    one product given as ``pre`` (or one per step inside the loop, ``projection``), and per step one recurrent product
+    forward and one backward (large when many probes run at once). Its ``tanh`` are computed as ``2 σ(2x) − 1``
+    (:func:`tanh_of_half`). Per step of an EA-LSTM with doubled g rows it runs 9 element-wise or matrix operations
+    forward and 10 backward: it keeps the cell states doubled (``2c``, the argument of that sigmoid; exact
     in floating point) and ``∂h/∂c = o (1 − tanh² c)`` instead of ``tanh c``, and the backward adds ``∂L/∂h[t-1]``
     in its recurrent product.
 
