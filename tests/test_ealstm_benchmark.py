@@ -63,3 +63,19 @@ def test_memory_benchmark_prints_a_row_per_model(capsys):
     rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| 40 ")]
     assert [r[2].strip() for r in rows] == ["ealstm", "xb_ealstm"]
     assert all(float(r[4]) >= float(r[3]) > 0 for r in rows)
+
+
+def test_node_ab_benchmark_compares_a_commit_with_the_installed_package(capsys):
+    """``benchmarks/ealstm_node_ab.py`` at toy sizes against HEAD: one row per batch, the same recurrence."""
+    import subprocess
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCHMARK.parent, capture_output=True).returncode != 0:
+        import pytest
+        pytest.skip("benchmarks/ealstm_node_ab.py reads the base commit with git; this is not a git checkout")
+    spec = importlib.util.spec_from_file_location("ealstm_node_ab", BENCHMARK.parent / "ealstm_node_ab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--base", "HEAD", "--batch-sizes", "3", "5", "--seq", "6", "--hidden", "4", "--warmup", "0",
+                 "--repeats", "1"])
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith(("| 3 ", "| 5 "))]
+    assert [r[1].strip() for r in rows] == ["3", "5"]
+    assert all(float(r[8]) < 1e-5 for r in rows)

@@ -117,13 +117,13 @@ class EALSTMSequence(torch.autograd.Function):
         output_storage = buffer("output", (rows + n_samples) * hidden)
         h, c_last = carve(output_storage, 0, (n_steps, n_samples, hidden)), carve(output_storage, rows * hidden,
                                                                                   (n_samples, hidden))
-        # the input projection [x, 1] [W_ih, b]ᵀ step by step inside the loop, the g rows doubled (GateTrace's
-        # tanh(x) = 2 σ(2x) − 1 then needs no pass of its own); [x, 1] again gives dW_ih and db in the backward
+        # [x, 1] [W_ih, b]ᵀ in one pass over the gates, the g rows doubled (GateTrace's tanh(x) = 2 σ(2x) − 1 then
+        # needs no pass of its own); [x, 1] again gives dW_ih and db together in the backward
         x_ones = torch.cat([x_d, x_d.new_ones(n_steps, n_samples, 1)], dim=2)
         weight_bias = double_g_rows(torch.cat([weight_ih, bias[:, None]], dim=1), "fgo")
+        torch.mm(x_ones.view(rows, n_inputs + 1), weight_bias.t(), out=act.view(rows, n_gates))
         ctx.trace = GateTrace(act.transpose(0, 1), weight_hh, "fgo", torch.sigmoid(input_gate_pre),
-                              (h.transpose(0, 1), c2.transpose(0, 1), dh_dc.transpose(0, 1)), g_doubled=True,
-                              projection=(x_ones.transpose(0, 1), weight_bias))
+                              (h.transpose(0, 1), c2.transpose(0, 1), dh_dc.transpose(0, 1)), g_doubled=True)
         torch.mul(c2[-1], 0.5, out=c_last)
         ctx.save_for_backward(x_ones, weight_ih, h)
         return h, c_last

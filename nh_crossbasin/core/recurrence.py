@@ -104,13 +104,12 @@ class GateTrace:
 
     The CPU route of the batched probe gradients, and the body of ``xb_ealstm``'s CPU training node
     (:class:`~nh_crossbasin.core.ealstm_sequence.EALSTMSequence`): no autograd graph (whose per-step nodes, ``cat``
-    and ``stack`` dominate a Python-level recurrence), preallocated buffers, the input projections of all steps as
-    one product given as ``pre`` (or one per step inside the loop, ``projection``), and per step one recurrent product
-    forward and one backward (large when many probes run at once). Its ``tanh`` are computed as ``2 σ(2x) − 1``
-    (:func:`tanh_of_half`). Per step of an EA-LSTM with doubled g rows it runs 9 element-wise or matrix operations
-    forward and 10 backward: it keeps the cell states doubled (``2c``, the argument of that sigmoid; exact
-    in floating point) and ``∂h/∂c = o (1 − tanh² c)`` instead of ``tanh c``, and the backward adds ``∂L/∂h[t-1]``
-    in its recurrent product.
+    and ``stack`` dominate a Python-level recurrence), preallocated buffers, one product for the input projections of
+    all steps, and per step one recurrent product forward and one backward (large when many probes run at once). Its
+    ``tanh`` are computed as ``2 σ(2x) − 1`` (:func:`tanh_of_half`). Per step of an EA-LSTM with doubled g rows it
+    runs 9 element-wise or matrix operations forward and 10 backward: it keeps the cell states doubled (``2c``, the
+    argument of that sigmoid; exact in floating point) and ``∂h/∂c = o (1 − tanh² c)`` instead of ``tanh c``, and the
+    backward adds ``∂L/∂h[t-1]`` in its recurrent product.
 
     Build it with :meth:`lstm` (gate order i, f, g, o; ``nn.LSTM``'s parameters) or :meth:`ealstm` (dynamic gates
     f, g, o in the fused layout of :mod:`nh_crossbasin.core.ealstm_weights`; the input gate ``σ(W_i x_s + b_i)`` is
@@ -135,9 +134,6 @@ class GateTrace:
     g_doubled : bool
         Whether the g block of ``pre`` already holds twice the pre-activation (made with :func:`double_g_rows` of
         the input weights): the forward then saves one pass per step.
-    projection : tuple of torch.Tensor, optional
-        ``(z [B, T, K], W [G·H, K])``: ``pre`` is then only a buffer, and each step's pre-activations ``z[:, t] Wᵀ``
-        are computed in the loop, into memory the step is about to use (cheaper than one pass over all steps).
 
     Attributes
     ----------
@@ -156,8 +152,7 @@ class GateTrace:
     """
 
     def __init__(self, pre: torch.Tensor, weight_hh: torch.Tensor, order: str,
-                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None, g_doubled: bool = False,
-                 projection: Optional[tuple] = None):
+                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None, g_doubled: bool = False):
         n_samples, n_steps = pre.shape[:2]
         hidden = weight_hh.shape[1]
         self.order, self.weight_hh, self.input_gate, self.act = order, weight_hh, input_gate, pre
@@ -176,10 +171,7 @@ class GateTrace:
         acts, gates = pre.unbind(1), self._blocks(pre)
         hs, c2s, dh_dcs = self.h.unbind(1), self.c2.unbind(1), self.dh_dc.unbind(1)
         gate_in = gates["i"] if order == "ifgo" else [input_gate] * n_steps
-        projected, projection_weight = (projection[0].unbind(1), projection[1].t()) if projection else (None, None)
         for t in range(n_steps):
-            if projected is not None:
-                torch.mm(projected[t], projection_weight, out=acts[t])
             if t:
                 acts[t].addmm_(hs[t - 1], recurrent)
             g = gates["g"][t]
