@@ -4,8 +4,8 @@ One step is forward + backward + Adam on a synthetic batch (``predict_last_n = 1
 timed after warm-up steps; the models take turns step by step, so that background load affects all alike. With
 ``--evaluate`` a step is instead one forward pass in eval mode without gradients (as NH's validation and test run
 it). The table shows the median (and minimum) of the repeats, the ratio to ``cudalstm`` and, on CUDA, the peak GPU
-memory of the timed steps. Defaults are the reference shapes: hidden 256, sequence 270, 5 dynamic + 27 static inputs, batch
-256 and 2048.
+memory of the timed steps. Defaults are the reference shapes: hidden 256, sequence 270, 5 dynamic + 27 static
+inputs, batch 256 and 2048.
 
 Examples
 --------
