@@ -32,6 +32,8 @@ VARIANTS = {
                                                    "dropout": 0.0}),
     "one_hot_basin_ids": dict(use_basin_id_encoding=True),
     "one_hot_only": dict(use_basin_id_encoding=True, static_attributes=[]),
+    "relu_output": dict(output_activation="relu"),
+    "softplus_output_two_targets": dict(output_activation="softplus", target_variables=["streamflow", "et"]),
     "gmm_head": dict(head="gmm", n_distributions=2),
     "cmal_head": dict(head="cmal", n_distributions=3),
     "no_forget_bias": dict(initial_forget_bias=None),
@@ -118,19 +120,42 @@ def test_outputs_and_gradients_match_nh_ealstm(variant, device, dtype, rtol, bat
         assert_relatively_close(fused_grads[name].grad, grad, rtol, f"gradient of {name}")
 
 
+@pytest.mark.parametrize("predict_last_n", [1, 5])
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-def test_same_dropout_masks_with_dropout_on(device, batch_size):
-    cfg = make_config(output_dropout=0.4)
+def test_same_dropout_masks_and_gradients_with_dropout_on(device, batch_size, predict_last_n):
+    cfg = make_config(output_dropout=0.4, predict_last_n=predict_last_n)
     nh_model, fused_model = paired_models(cfg, torch.float64, device)
     data = make_batch(cfg, batch_size=batch_size, device=device)
-    torch.manual_seed(7)
-    nh_y = nh_model.train()(data)["y_hat"]
-    torch.manual_seed(7)
-    fused_y = fused_model.train()(data)["y_hat"]
-    assert_relatively_close(fused_y, nh_y, 1e-10, "y_hat with dropout")
+    predictions = []
+    for model in (nh_model, fused_model):
+        torch.manual_seed(7)
+        prediction = model.train()(data)
+        predictions.append(prediction)
+        loss_of(prediction, cfg).backward()
+    assert_relatively_close(predictions[1]["y_hat"], predictions[0]["y_hat"], 1e-10, "y_hat with dropout")
+    fused_parameters = dict(fused_model.named_parameters())
+    for name in ("head.net.0.weight", "head.net.0.bias", "input_gate.weight"):
+        nh_grad = dict(nh_model.named_parameters())[name].grad
+        assert_relatively_close(fused_parameters[name].grad, nh_grad, 1e-10, f"gradient of {name} with dropout")
     with torch.no_grad():
-        assert not torch.allclose(fused_y, fused_model.eval()(data)["y_hat"]), "dropout should change the output"
+        assert not torch.allclose(predictions[1]["y_hat"], fused_model.eval()(data)["y_hat"]), \
+            "dropout should change the output"
+
+
+@pytest.mark.parametrize("head, uses_it", [("regression", True), ("gmm", False)])
+def test_cpu_regression_head_runs_time_major(monkeypatch, head, uses_it):
+    """A regression head on the CPU goes through ``dropout_linear`` (other heads through NH's modules), and
+    ``y_hat`` keeps NH's sample-major layout."""
+    cfg = make_config(head=head, n_distributions=2)
+    calls = []
+    original = fused_module.dropout_linear
+    monkeypatch.setattr(fused_module, "dropout_linear", lambda *args: calls.append(1) or original(*args))
+    _, model = paired_models(cfg, torch.float64, "cpu")
+    prediction = model(make_batch(cfg, batch_size=CPU_FUSED_MAX_BATCH + 8))
+    assert bool(calls) == uses_it
+    if head == "regression":
+        assert prediction["y_hat"].is_contiguous()
 
 
 def test_same_seed_gives_nh_initial_weights():

@@ -192,7 +192,8 @@ def test_model_reuses_its_buffers_but_never_overwrites_outputs_a_caller_holds(mo
         addresses.append(prediction["h_n"].data_ptr())
     assert torch.equal(kept["h_n"], kept_h)
     assert addresses[2] == addresses[0] != addresses[1], "two output buffers should take turns"
-    assert len(model._buffer_pool) == 3, "one trace buffer, reused after each backward, and two output buffers"
+    assert len(model._buffer_pool) == 4, ("one trace buffer and one for the head's input gradient, each reused after "
+                                          "each backward, and two output buffers")
 
     monkeypatch.setattr(sequence_module, "is_unshared", lambda buffer: True)
     model.eval().train()
@@ -206,7 +207,7 @@ def test_eval_copy_and_pickle_drop_the_buffers():
     cfg = make_config()
     _, model = paired_models(cfg, torch.float64, "cpu")
     train_step(model, make_batch(cfg, batch_size=CPU_FUSED_MAX_BATCH + 8))
-    assert len(model._buffer_pool) == 2       # one trace buffer, one for the outputs
+    assert len(model._buffer_pool) == 3       # one trace buffer, one for the outputs, one for the head's gradient
     assert len(copy.deepcopy(model)._buffer_pool) == 0
     stream = io.BytesIO()
     torch.save(model, stream)

@@ -9,10 +9,11 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 from neuralhydrology.modelzoo.basemodel import BaseModel
-from neuralhydrology.modelzoo.head import get_head
+from neuralhydrology.modelzoo.head import Regression, get_head
 from neuralhydrology.modelzoo.inputlayer import InputLayer
 from neuralhydrology.utils.config import Config
 
+from nh_crossbasin.core.dropout_linear import dropout_linear
 from nh_crossbasin.core.ealstm_sequence import BufferPool, ealstm_sequence
 from nh_crossbasin.registry import register_model
 from nh_crossbasin.core.ealstm_weights import (ealstm_cell_states, fused_ealstm, fused_state_dict_to_nh,
@@ -41,7 +42,10 @@ class FusedEALSTM(BaseModel):
     :data:`CPU_FUSED_MAX_BATCH` samples (the influence sampler's probes); larger training batches, where the
     kernel's fourth gate can cost more than NH's loop, run the three gates as one autograd node with its backward
     through time written out (:func:`nh_crossbasin.core.ealstm_sequence.ealstm_sequence`; its buffers are reused
-    from one training step to the next and released by ``eval()``).
+    from one training step to the next and released by ``eval()``). On the CPU a regression head, with the output
+    dropout before it, runs on the time-major hidden states (:func:`nh_crossbasin.core.dropout_linear.
+    dropout_linear`): the same values and the same dropout mask as ``head(dropout(h_n))``, without a copy into
+    sample-major order, and its backward does arithmetic only at the steps the loss reads.
 
     Accepts what NH's ``ealstm`` accepts: static, evolving and HydroATLAS attributes, one-hot basin ids
     (``use_basin_id_encoding``), ``statics_embedding`` / ``dynamics_embedding``, NH's NaN-handling input options,
@@ -136,10 +140,28 @@ class FusedEALSTM(BaseModel):
                                    gates.bias)
         else:
             c = c_last
-        h_n = h.transpose(0, 1)
-        pred = {'h_n': h_n, 'c_n': c.transpose(0, 1)}
-        pred.update(self.head(self.dropout(h_n)))
+        pred = {'h_n': h.transpose(0, 1), 'c_n': c.transpose(0, 1)}
+        pred.update(self._head_outputs(h))
         return pred
+
+    def _head_outputs(self, h: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``head(dropout(h_n))``; on the CPU, a regression head runs time-major (:mod:`~nh_crossbasin.core.
+        dropout_linear`: the same values and dropout mask, no copy into sample-major order, and a backward only over
+        the steps the loss reads)."""
+        head, dropout = self.head, self.dropout
+        if (h.device.type != "cpu" or type(head) is not Regression or type(dropout) is not nn.Dropout
+                or not 0 <= dropout.p < 1 or not h.is_contiguous()):
+            return head(dropout(h.transpose(0, 1)))
+        linear, *activations = head.net
+        mask_buffer = grad_buffer = None
+        if self.training and torch.is_grad_enabled():       # reused memory in training (eval() releases it)
+            if dropout.training and dropout.p > 0:
+                mask_buffer = self._buffer_pool.take("dropout_mask", h.numel(), h.dtype, h.device)
+            grad_buffer = self._buffer_pool.take("head_input_gradient", h.numel(), h.dtype, h.device)
+        y = dropout_linear(h, dropout.p, dropout.training, linear.weight, linear.bias, mask_buffer, grad_buffer)
+        for activation in activations:
+            y = activation(y)
+        return {'y_hat': y.transpose(0, 1).contiguous()}
 
     def nh_state_dict(self) -> Dict[str, torch.Tensor]:
         """This model's weights as a state dict for NH's ``ealstm`` (same keys, NH's dynamic-gate layout)."""
