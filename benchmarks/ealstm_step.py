@@ -3,9 +3,9 @@
 One step is forward + backward + Adam on a synthetic batch (``predict_last_n = 1``, MSE on the last time step),
 timed after warm-up steps; the models take turns step by step, so that background load affects all alike. With
 ``--evaluate`` a step is instead one forward pass in eval mode without gradients (as NH's validation and test run
-it). The table shows the median (and minimum) of the repeats, the ratio to ``cudalstm`` and, on CUDA, the peak GPU
-memory of the timed steps. Defaults are the reference shapes: hidden 256, sequence 270, 5 dynamic + 27 static
-inputs, batch 256 and 2048.
+it). The table shows the median (and minimum) of the repeats, the ratios to ``cudalstm`` and NH ``ealstm`` and,
+on CUDA, the peak GPU memory of the timed steps. Defaults are the reference shapes: hidden 256, sequence 270, 5
+dynamic + 27 static inputs, batch 256 and 2048.
 
 Examples
 --------
@@ -15,6 +15,7 @@ Examples
     python benchmarks/ealstm_step.py --device cpu --batch-sizes 64 256 --repeats 5 --warmup 2 \\
         --results benchmarks/RESULTS.md
     python benchmarks/ealstm_step.py --device cpu --batch-sizes 256 1024 --repeats 5 --warmup 2 --evaluate
+    python benchmarks/ealstm_step.py --device cpu --batch-sizes 64 256 --models ealstm xb_ealstm xb_ealstm_nh_head
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from typing import Dict, List, Sequence
 import torch
 
 MODELS = ("cudalstm", "ealstm", "xb_ealstm")
+#: ablations (only with ``--models``): ``xb_ealstm`` with NH's ``head(dropout(h_n))`` (``time_major_head = False``)
+ABLATIONS = ("xb_ealstm_nh_head",)
 RESULTS_HEADER = ("# Benchmark results\n\nMeasurements of `benchmarks/*.py`, newest last. Each section gives the date, "
                   "the git commit, the machine and the exact command.\n")
 
@@ -41,18 +44,20 @@ def build_config(model: str, hidden_size: int, seq_length: int, n_dynamic: int, 
     """An NH config for the benchmark shapes (no data needed)."""
     from neuralhydrology.utils.config import Config
     return Config({
-        "model": model, "head": "regression", "output_activation": "linear", "hidden_size": hidden_size,
+        "model": "xb_ealstm" if model in ABLATIONS else model, "head": "regression", "output_activation": "linear", "hidden_size": hidden_size,
         "initial_forget_bias": 3, "output_dropout": 0.4, "seq_length": seq_length, "predict_last_n": 1,
         "dynamic_inputs": [f"dyn_{i}" for i in range(n_dynamic)],
         "static_attributes": [f"stat_{i}" for i in range(n_static)], "target_variables": ["streamflow"],
     })
 
 
-def build_model(cfg) -> torch.nn.Module:
-    """The model named by ``cfg.model``: NH's classes or the plugin's."""
+def build_model(cfg, name: str = None) -> torch.nn.Module:
+    """The model named by ``name`` (default ``cfg.model``): NH's classes, the plugin's, or an ablation."""
     if cfg.model == "xb_ealstm":
         from nh_crossbasin.nh.models.fused_ealstm import FusedEALSTM
-        return FusedEALSTM(cfg)
+        model = FusedEALSTM(cfg)
+        model.time_major_head = name != "xb_ealstm_nh_head"
+        return model
     if cfg.model == "ealstm":
         from neuralhydrology.modelzoo.ealstm import EALSTM
         return EALSTM(cfg)
@@ -93,7 +98,7 @@ class TrainingStep:
         torch.manual_seed(0)
         cfg = build_config(model_name, args.hidden_size, args.seq_length, args.dynamic_inputs, args.static_inputs)
         self.evaluate = args.evaluate
-        self.model = build_model(cfg).to(self.device).train(not self.evaluate)
+        self.model = build_model(cfg, model_name).to(self.device).train(not self.evaluate)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.data = synthetic_batch(cfg, batch_size, self.device)
         self.times_ms: List[float] = []
@@ -156,14 +161,16 @@ def time_training_steps(models: Sequence[str], batch_size: int, args: argparse.N
 def markdown_table(results: Dict[tuple, Dict[str, float]], batch_sizes: Sequence[int], models: Sequence[str],
                    cuda: bool) -> str:
     """Results as a markdown table (one row per batch size and model)."""
-    header = "| batch | model | median ms/step | min ms/step | × cudalstm |" + (" peak GPU MiB |" if cuda else "")
+    header = ("| batch | model | median ms/step | min ms/step | × cudalstm | × ealstm |"
+              + (" peak GPU MiB |" if cuda else ""))
     rows = [header, "|---" * (header.count("|") - 1) + "|"]
     for batch_size in batch_sizes:
-        reference = results.get(("cudalstm", batch_size), {}).get("median_ms")
+        references = [results.get((name, batch_size), {}).get("median_ms") for name in ("cudalstm", "ealstm")]
         for model in models:
             result = results[(model, batch_size)]
-            ratio = f"{result['median_ms'] / reference:.2f}" if reference else "–"
-            row = f"| {batch_size} | {model} | {result['median_ms']:.1f} | {result['min_ms']:.1f} | {ratio} |"
+            ratios = " | ".join(f"{result['median_ms'] / reference:.2f}" if reference else "–"
+                                for reference in references)
+            row = f"| {batch_size} | {model} | {result['median_ms']:.1f} | {result['min_ms']:.1f} | {ratios} |"
             rows.append(row + (f" {result['peak_mib']:.0f} |" if cuda else ""))
     return "\n".join(rows)
 
@@ -208,7 +215,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 2048])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ABLATIONS)
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--seq-length", type=int, default=270)
     parser.add_argument("--dynamic-inputs", type=int, default=5)

@@ -25,14 +25,15 @@ def test_benchmark_prints_table_and_appends_results(tmp_path, capsys):
     try:
         benchmark.main(argv)
         printed = capsys.readouterr().out
-        benchmark.main(argv[:-2] + ["--models", "xb_ealstm", "--results", str(results)])
-        capsys.readouterr()
+        benchmark.main(argv[:-2] + ["--models", "xb_ealstm", "xb_ealstm_nh_head", "--results", str(results)])
+        ablation = capsys.readouterr().out
         benchmark.main(argv[:-2] + ["--evaluate", "--results", str(results)])
         evaluated = capsys.readouterr().out
     finally:
         torch.set_num_threads(threads)
     for model in ("cudalstm", "ealstm", "xb_ealstm"):
         assert f"| 4 | {model} |" in printed and f"| 3 | {model} |" in printed
+    assert "| 3 | xb_ealstm_nh_head |" in ablation
     text = results.read_text()
     assert text.startswith("# Benchmark results")
     assert "benchmarks/ealstm_step.py --device cpu --batch-sizes 4 3" in text and "| 3 | xb_ealstm |" in text

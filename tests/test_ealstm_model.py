@@ -143,15 +143,17 @@ def test_same_dropout_masks_and_gradients_with_dropout_on(device, batch_size, pr
             "dropout should change the output"
 
 
-@pytest.mark.parametrize("head, uses_it", [("regression", True), ("gmm", False)])
-def test_cpu_regression_head_runs_time_major(monkeypatch, head, uses_it):
-    """A regression head on the CPU goes through ``dropout_linear`` (other heads through NH's modules), and
-    ``y_hat`` keeps NH's sample-major layout."""
+@pytest.mark.parametrize("head, switch, uses_it", [("regression", True, True), ("gmm", True, False),
+                                                   ("regression", False, False)])
+def test_cpu_regression_head_runs_time_major(monkeypatch, head, switch, uses_it):
+    """A regression head on the CPU goes through ``dropout_linear`` (other heads, or ``time_major_head = False``,
+    through NH's modules), and ``y_hat`` keeps NH's sample-major layout."""
     cfg = make_config(head=head, n_distributions=2)
     calls = []
     original = fused_module.dropout_linear
     monkeypatch.setattr(fused_module, "dropout_linear", lambda *args: calls.append(1) or original(*args))
     _, model = paired_models(cfg, torch.float64, "cpu")
+    model.time_major_head = switch
     prediction = model(make_batch(cfg, batch_size=CPU_FUSED_MAX_BATCH + 8))
     assert bool(calls) == uses_it
     if head == "regression":

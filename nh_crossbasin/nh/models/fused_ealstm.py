@@ -45,7 +45,8 @@ class FusedEALSTM(BaseModel):
     from one training step to the next and released by ``eval()``). On the CPU a regression head, with the output
     dropout before it, runs on the time-major hidden states (:func:`nh_crossbasin.core.dropout_linear.
     dropout_linear`): the same values and the same dropout mask as ``head(dropout(h_n))``, without a copy into
-    sample-major order, and its backward does arithmetic only at the steps the loss reads.
+    sample-major order, and its backward does arithmetic only at the steps the loss reads (set
+    :attr:`time_major_head` to ``False`` to run NH's modules instead, e.g. to compare the two).
 
     Accepts what NH's ``ealstm`` accepts: static, evolving and HydroATLAS attributes, one-hot basin ids
     (``use_basin_id_encoding``), ``statics_embedding`` / ``dynamics_embedding``, NH's NaN-handling input options,
@@ -87,6 +88,7 @@ class FusedEALSTM(BaseModel):
         super().__init__(cfg=cfg)
         self._hidden_size = cfg.hidden_size
         self.cell_states = "auto"
+        self.time_major_head = True
         # the same modules, created in the same order (and drawing the same random numbers) as NH's EALSTM
         self.embedding_net = InputLayer(cfg)
         self.input_gate = nn.Linear(self.embedding_net.statics_output_size, cfg.hidden_size)
@@ -149,7 +151,7 @@ class FusedEALSTM(BaseModel):
         dropout_linear`: the same values and dropout mask, no copy into sample-major order, and a backward only over
         the steps the loss reads)."""
         head, dropout = self.head, self.dropout
-        if (h.device.type != "cpu" or type(head) is not Regression or type(dropout) is not nn.Dropout
+        if (not self.time_major_head or h.device.type != "cpu" or type(head) is not Regression or type(dropout) is not nn.Dropout
                 or not 0 <= dropout.p < 1 or not h.is_contiguous()):
             return head(dropout(h.transpose(0, 1)))
         linear, *activations = head.net
