@@ -44,7 +44,8 @@ def build_config(model: str, hidden_size: int, seq_length: int, n_dynamic: int, 
     """An NH config for the benchmark shapes (no data needed)."""
     from neuralhydrology.utils.config import Config
     return Config({
-        "model": "xb_ealstm" if model in ABLATIONS else model, "head": "regression", "output_activation": "linear", "hidden_size": hidden_size,
+        "model": "xb_ealstm" if model in ABLATIONS else model, "head": "regression", "output_activation": "linear",
+        "hidden_size": hidden_size,
         "initial_forget_bias": 3, "output_dropout": 0.4, "seq_length": seq_length, "predict_last_n": 1,
         "dynamic_inputs": [f"dyn_{i}" for i in range(n_dynamic)],
         "static_attributes": [f"stat_{i}" for i in range(n_static)], "target_variables": ["streamflow"],

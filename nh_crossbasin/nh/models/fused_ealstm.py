@@ -151,8 +151,8 @@ class FusedEALSTM(BaseModel):
         dropout_linear`: the same values and dropout mask, no copy into sample-major order, and a backward only over
         the steps the loss reads)."""
         head, dropout = self.head, self.dropout
-        if (not self.time_major_head or h.device.type != "cpu" or type(head) is not Regression or type(dropout) is not nn.Dropout
-                or not 0 <= dropout.p < 1 or not h.is_contiguous()):
+        if (not getattr(self, "time_major_head", True) or h.device.type != "cpu" or type(head) is not Regression
+                or type(dropout) is not nn.Dropout or not 0 <= dropout.p < 1 or not h.is_contiguous()):
             return head(dropout(h.transpose(0, 1)))
         linear, *activations = head.net
         mask_buffer = grad_buffer = None
