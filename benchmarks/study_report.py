@@ -26,7 +26,7 @@ def tables(out: Path, period: str, controls: dict, header: str, baseline: str = 
             table = table[table["variant"].isin(keep or table["variant"])]
             text.append(f"{header}, {period} period, {kind}:\n\n"
                         + format_arm_table(arm_table(table, baseline, controls)))
-            text.append(f"the same, paired differences in KGE:\n\n"
+            text.append("the same, paired differences in KGE:\n\n"
                         + format_arm_table(arm_table(table, baseline, controls, metrics=("KGE", "NSE"))))
             if kind.startswith("(basin"):
                 per_seed = table.groupby(["variant", "seed"])["NSE"].median().unstack().round(3)

@@ -16,10 +16,13 @@ fused layout of :mod:`nh_crossbasin.core.ealstm_weights` (dynamic gates f, g, o;
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from nh_crossbasin.core.step_inputs import StepInputs
 
 
 @dataclass
@@ -115,9 +118,11 @@ class GateTrace:
     f, g, o in the fused layout of :mod:`nh_crossbasin.core.ealstm_weights`; the input gate ``σ(W_i x_s + b_i)`` is
     constant in time). Zero initial states, as in NH. Inputs are time-major (NH's embedding output); the trace built
     by these is sample-major (``[B, T, ·]``), so that each basin's samples are contiguous blocks for its weight
-    products. Given ``pre`` as a ``[B, T, ·]`` view of time-major memory (``x.transpose(0, 1)``), the trace keeps
-    that layout, in which each step's block is contiguous (what training wants); ``states`` can supply the buffers
-    for ``h``, ``c2`` and ``dh_dc``.
+    products; on :class:`~nh_crossbasin.core.step_inputs.StepInputs` (:meth:`on_step_inputs`, the batched probe
+    gradients) each step's pre-activations are one product of the rows ``[h[t-1], x[t], 1]`` inside the loop. Given
+    ``pre`` as a ``[B, T, ·]`` view of time-major memory (``x.transpose(0, 1)``), the trace keeps that layout, in which
+    each step's block is contiguous (what training wants); ``states`` can supply the buffers for ``h``, ``c2`` and
+    ``dh_dc``.
 
     Parameters
     ----------
@@ -134,6 +139,10 @@ class GateTrace:
     g_doubled : bool
         Whether the g block of ``pre`` already holds twice the pre-activation (made with :func:`double_g_rows` of
         the input weights): the forward then saves one pass per step.
+    step_rows : tuple of torch.Tensor, optional
+        ``(z [B, T, K], W [G·H, K])``: each step's pre-activations are ``z[:, t] Wᵀ``, computed in the loop (``pre``
+        is then only the buffer the gates are written into, and ``W`` has its g rows doubled). ``z[:, t]`` must begin
+        with ``h[t-1]`` (zero at ``t = 0``), as :class:`~nh_crossbasin.core.step_inputs.StepInputs` does.
 
     Attributes
     ----------
@@ -152,7 +161,8 @@ class GateTrace:
     """
 
     def __init__(self, pre: torch.Tensor, weight_hh: torch.Tensor, order: str,
-                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None, g_doubled: bool = False):
+                 input_gate: Optional[torch.Tensor] = None, states: Optional[tuple] = None, g_doubled: bool = False,
+                 step_rows: Optional[tuple] = None):
         n_samples, n_steps = pre.shape[:2]
         hidden = weight_hh.shape[1]
         self.order, self.weight_hh, self.input_gate, self.act = order, weight_hh, input_gate, pre
@@ -165,14 +175,19 @@ class GateTrace:
         else:
             self.h, self.c2, self.dh_dc = (pre.new_empty(n_samples, n_steps, hidden) for _ in range(3))
         # with g doubled in pre, its recurrent rows are doubled too (exact: a power of two)
-        recurrent = (double_g_rows(weight_hh, order) if g_doubled else weight_hh).t()
+        if step_rows is None:
+            recurrent = (double_g_rows(weight_hh, order) if g_doubled else weight_hh).t()
+        else:
+            rows, row_weight = step_rows[0].unbind(1), step_rows[1].t()
         one, zero = pre.new_ones(()), pre.new_zeros(())
         # per-step views made once (unbind), not by indexing inside the loop
         acts, gates = pre.unbind(1), self._blocks(pre)
         hs, c2s, dh_dcs = self.h.unbind(1), self.c2.unbind(1), self.dh_dc.unbind(1)
         gate_in = gates["i"] if order == "ifgo" else [input_gate] * n_steps
         for t in range(n_steps):
-            if t:
+            if step_rows is not None:       # [h[t-1], x[t], 1] [W_hh, W_ih, b]ᵀ
+                torch.mm(rows[t], row_weight, out=acts[t])
+            elif t:
                 acts[t].addmm_(hs[t - 1], recurrent)
             g = gates["g"][t]
             if not g_doubled:
@@ -191,8 +206,11 @@ class GateTrace:
     @classmethod
     @torch.no_grad()
     def lstm(cls, x: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor, bias_ih: torch.Tensor,
-             bias_hh: torch.Tensor) -> "GateTrace":
-        """One-layer LSTM on ``x`` ``[T, B, D]`` with ``nn.LSTM``'s ``weight_ih_l0``, ``weight_hh_l0``, biases."""
+             bias_hh: torch.Tensor, inputs: Optional["StepInputs"] = None) -> "GateTrace":
+        """One-layer LSTM on ``x`` ``[T, B, D]`` with ``nn.LSTM``'s ``weight_ih_l0``, ``weight_hh_l0``, biases;
+        on ``x``'s :class:`~nh_crossbasin.core.step_inputs.StepInputs` where given (see :meth:`on_step_inputs`)."""
+        if inputs is not None:
+            return cls.on_step_inputs(inputs, weight_ih, weight_hh, bias_ih + bias_hh, "ifgo")
         pre = F.linear(x.transpose(0, 1).contiguous(), double_g_rows(weight_ih, "ifgo"),
                        double_g_rows(bias_ih + bias_hh, "ifgo"))
         return cls(pre, weight_hh.detach(), "ifgo", g_doubled=True)
@@ -201,23 +219,33 @@ class GateTrace:
     @torch.no_grad()
     def ealstm(cls, x_d: torch.Tensor, x_s: torch.Tensor, input_gate_weight: torch.Tensor,
                input_gate_bias: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor,
-               bias: torch.Tensor) -> "GateTrace":
-        """EA-LSTM on dynamic inputs ``x_d`` ``[T, B, D]`` and statics ``x_s`` ``[B, S]`` (NH ``ealstm``'s maths)."""
+               bias: torch.Tensor, inputs: Optional["StepInputs"] = None) -> "GateTrace":
+        """EA-LSTM on dynamic inputs ``x_d`` ``[T, B, D]`` and statics ``x_s`` ``[B, S]`` (NH ``ealstm``'s maths);
+        on ``x_d``'s :class:`~nh_crossbasin.core.step_inputs.StepInputs` where given."""
         input_gate = torch.sigmoid(F.linear(x_s, input_gate_weight, input_gate_bias))
+        if inputs is not None:
+            return cls.on_step_inputs(inputs, weight_ih, weight_hh, bias, "fgo", input_gate)
         pre = F.linear(x_d.transpose(0, 1).contiguous(), double_g_rows(weight_ih, "fgo"), double_g_rows(bias, "fgo"))
         return cls(pre, weight_hh.detach(), "fgo", input_gate, g_doubled=True)
+
+    @classmethod
+    @torch.no_grad()
+    def on_step_inputs(cls, inputs: "StepInputs", weight_ih: torch.Tensor, weight_hh: torch.Tensor,
+                       bias: torch.Tensor, order: str, input_gate: Optional[torch.Tensor] = None) -> "GateTrace":
+        """The trace on :class:`~nh_crossbasin.core.step_inputs.StepInputs` ``z = [h[t-1], x[t], 1]``: it writes
+        its hidden states into ``inputs.h``, computes each step's pre-activations as one product
+        ``z[:, t] [W_hh, W_ih, b]ᵀ`` (no projection of all steps beforehand, whose result would go to memory and
+        back) and takes its buffers from ``inputs.buffer``."""
+        n_samples, n_steps, hidden = inputs.h.shape
+        weight = double_g_rows(torch.cat([weight_hh, weight_ih, bias[:, None]], dim=1), order)
+        pre = inputs.buffer("gates", (n_samples, n_steps, weight.shape[0]))
+        states = (inputs.h, inputs.buffer("c2", inputs.h.shape), inputs.buffer("dh_dc", inputs.h.shape))
+        return cls(pre, weight_hh.detach(), order, input_gate, states, g_doubled=True, step_rows=(inputs.z, weight))
 
     def _blocks(self, gates: torch.Tensor) -> dict:
         """Each gate's per-step views ``[B, H]`` of ``gates`` ``[B, T, G·H]``, by gate name."""
         hidden = self.weight_hh.shape[1]
         return {name: gates[..., k * hidden:(k + 1) * hidden].unbind(1) for k, name in enumerate(self.order)}
-
-    @property
-    def h_previous(self) -> torch.Tensor:
-        """``h[t-1]`` ``[B, T, H]`` (zeros at t = 0)."""
-        previous = torch.zeros_like(self.h)
-        previous[:, 1:] = self.h[:, :-1]
-        return previous
 
     @torch.no_grad()
     def backward(self, grad_h: torch.Tensor, grad_c_last: Optional[torch.Tensor] = None,
@@ -227,7 +255,8 @@ class GateTrace:
         Parameters
         ----------
         grad_h : torch.Tensor
-            ``∂L/∂h`` ``[B, T, H]``, through the head only (the recurrence is added here).
+            ``∂L/∂h`` ``[B, T, H]``, through the head only (the recurrence is added here); or ``[B, T', H]``, that of
+            the last ``T'`` steps, where the loss reads no earlier step (their gradient is zero).
         grad_c_last : torch.Tensor, optional
             ``∂L/∂c[T-1]`` ``[B, H]`` where the loss reads the last cell state.
         overwrite : bool
@@ -253,7 +282,10 @@ class GateTrace:
         n_steps = delta.shape[1]
         zero = delta.new_zeros(())
         # dh: ∂L/∂h[t] with the recurrence; e: ∂L/∂(2c[t])
-        grad_hs = grad_h.unbind(1)
+        if not 1 <= grad_h.shape[1] <= n_steps:
+            raise ValueError(f"grad_h covers {grad_h.shape[1]} steps; a trace of {n_steps} steps takes 1 to "
+                             f"{n_steps} (the last ones).")
+        grad_hs = (None,) * (n_steps - grad_h.shape[1]) + grad_h.unbind(1)    # None: no gradient through the head
         dh = grad_hs[-1].clone(memory_format=torch.contiguous_format)
         e, tmp, tmp2 = (torch.zeros_like(self.c2[:, 0]) for _ in range(3))
         if grad_c_last is not None:
@@ -281,7 +313,10 @@ class GateTrace:
                 torch.mul(e, c2s[t - 1], out=tmp)
                 e.mul_(f)
                 sigmoid_backward(tmp, f, grad_input=deltas["f"][t])
-                torch.addmm(grad_hs[t - 1], delta_steps[t], self.weight_hh, out=dh)
+                if grad_hs[t - 1] is None:
+                    torch.mm(delta_steps[t], self.weight_hh, out=dh)
+                else:
+                    torch.addmm(grad_hs[t - 1], delta_steps[t], self.weight_hh, out=dh)
             else:
                 deltas["f"][t].zero_()
             if input_steps is not None:

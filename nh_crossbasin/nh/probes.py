@@ -221,20 +221,24 @@ def probe_gradients(model: nn.Module, loss_fn: Callable, batches: Sequence[Optio
     """The probe gradient of every basin, flattened (and sketched) into rows.
 
     With ``batched``, all probes run in batched passes (:mod:`nh_crossbasin.nh.batched_gradients`) for
-    ``xb_ealstm``, and for NH ``cudalstm`` when only head parameters count or the model is on a GPU; otherwise one
-    forward and backward per basin probe (logged once per model class). Memory is ``n_basins × d`` (``d`` = number
+    ``xb_ealstm``, and for NH ``cudalstm`` when only head parameters count, the model is on a GPU or the probes hold
+    more than 16 sequences (see :func:`~nh_crossbasin.nh.batched_gradients.use_batched`); otherwise one forward and
+    backward per basin probe (logged once per model class). Memory is ``n_basins × d`` (``d`` = number
     of selected parameters, or the sketch dimension).
     """
     from nh_crossbasin.nh import batched_gradients
     loss_obj = getattr(loss_fn, "loss_obj", None)
-    if batched and loss_obj is not None and batched_gradients.use_batched(model, params):
+    live = [len(batch["basin_index"]) for batch in batches if batch is not None]
+    probe_size = sum(live) / len(live) if live else 0.0
+    if batched and loss_obj is not None and batched_gradients.use_batched(model, params, probe_size):
         with probe_mode(model):
             return batched_gradients.batched_probe_gradients(model, loss_obj, batches, params, sketch)
     if batched and type(model).__name__ not in _LOOP_LOGGED:
         _LOOP_LOGGED.add(type(model).__name__)
         LOGGER.info(f"Probe gradients of {type(model).__name__} with these parameters come from one backward pass per "
-                    f"basin (batched passes: NH cudalstm and xb_ealstm, for head-only gradients or on a GPU, "
-                    f"without embedding-network parameters).")
+                    f"basin (batched passes: xb_ealstm, and NH cudalstm for head-only gradients, on a GPU or with "
+                    f"probes of more than {batched_gradients.CPU_LOOP_MAX_PROBE} sequences; without "
+                    f"embedding-network parameters).")
     tensors = [p for _, p in params]
     result = ProbeGradients.allocate(batches, params, sketch)
     with probe_mode(model):

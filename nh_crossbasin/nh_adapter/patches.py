@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 from nh_crossbasin import config_keys
 from nh_crossbasin.registry import LOSSES, MODELS
