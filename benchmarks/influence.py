@@ -8,7 +8,8 @@ both, never with basins² × parameters) and, on CUDA, the peak GPU memory.
 ``gradients``: the probe gradients of N synthetic basins (hidden 256, sequence 270, probe 16 by default), per-basin
 loop vs batched passes (:mod:`nh_crossbasin.nh.batched_gradients`), for all parameters and for the head only, the two
 methods taking turns in one run so that the ratio is fair on a shared machine; checks that both give the same
-numbers. It also prints the arithmetic: the multiply-adds of the recurrent weight products (forward, and the two
+numbers. Both first run once, untimed, on the probes of the first ``--warmup-basins`` basins, so that neither is
+timed in a fresh process's state (buffer pools empty, the allocator not yet used to large blocks). It also prints the arithmetic: the multiply-adds of the recurrent weight products (forward, and the two
 backward products for all parameters), the GFLOP/s each method reached, and the throughput of one large matrix
 product of the recurrent shape on the same device in the same run (the attainable rate). ``loop s × loop GFLOP/s /
 peak GFLOP/s`` is the least time any exact method can take, so ``peak / loop GFLOP/s`` bounds the speed-up.
@@ -214,6 +215,10 @@ def gradients_benchmark(args) -> None:
                 params = select_parameters(model, names)
                 timings = {True: [], False: []}
                 results = {}
+                with probe_mode(model):   # untimed warm-up of both methods on the first basins' probes
+                    warm = batches[:args.warmup_basins]
+                    batched_probe_gradients(model, loss_obj, warm, params)
+                    probe_gradients(model, loss_fn, warm, params, batched=False)
                 for _ in range(args.repeats):
                     for batched in (False, True):
                         _sync(device)
@@ -253,6 +258,8 @@ def main() -> None:
     grads.add_argument("--seq", type=int, default=270)
     grads.add_argument("--probe", type=int, default=16)
     grads.add_argument("--repeats", type=int, default=1)
+    grads.add_argument("--warmup-basins", type=int, default=32,
+                       help="basins whose probes both methods run once, untimed, before the timed runs")
     grads.add_argument("--basins", type=int, default=531)
     grads.add_argument("--years", type=int, default=3)
     grads.add_argument("--model", nargs="+", default=["xb_ealstm", "cudalstm"])

@@ -152,6 +152,23 @@ def test_one_backward_per_forward_and_in_place_changes_are_caught():
         loss.backward()
 
 
+def test_a_forward_pass_without_a_backward_through_the_node_frees_its_buffers():
+    """Gradients of something after the recurrence only (a head's weights, as the per-basin probe loop asks for
+    ``xb_influence_params: [head]``): the node's backward never runs, and dropping the outputs must still free the
+    trace and output buffers for the next pass. Before the fix the trace held a view of the returned hidden states,
+    a cycle through the node that no garbage collection broke: every such pass leaked its buffers, and the pool
+    handed out fresh memory from the third pass on."""
+    inputs = random_inputs()
+    weight = torch.randn(H, dtype=torch.float64, requires_grad=True)
+    pool = BufferPool(size=2)
+    for _ in range(4):
+        h, c_last = ealstm_sequence(*inputs, pool=pool)
+        torch.autograd.grad((h[-1] @ weight).sum(), [weight])
+        del h, c_last
+    assert len(pool) == 2, "one trace and one output buffer, reused by every pass"
+    assert all(sequence_module.is_unshared(buffer) for kept in pool._buffers.values() for buffer in kept)
+
+
 def test_pool_reuses_free_memory_only():
     pool = BufferPool(size=2)
     cpu = torch.device("cpu")

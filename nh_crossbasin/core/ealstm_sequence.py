@@ -122,8 +122,12 @@ class EALSTMSequence(torch.autograd.Function):
         x_ones = torch.cat([x_d, x_d.new_ones(n_steps, n_samples, 1)], dim=2)
         weight_bias = double_g_rows(torch.cat([weight_ih, bias[:, None]], dim=1), "fgo")
         torch.mm(x_ones.view(rows, n_inputs + 1), weight_bias.t(), out=act.view(rows, n_gates))
+        # the trace writes h through a tensor of its own on the same memory, not a view of the returned h: a view
+        # would keep h, and through h's grad_fn this node, alive from ctx, a cycle that no garbage collection
+        # breaks when no backward pass runs (head-only gradients); every such forward pass leaked its buffers
+        h_trace = carve(output_storage, 0, (n_steps, n_samples, hidden))
         ctx.trace = GateTrace(act.transpose(0, 1), weight_hh, "fgo", torch.sigmoid(input_gate_pre),
-                              (h.transpose(0, 1), c2.transpose(0, 1), dh_dc.transpose(0, 1)), g_doubled=True)
+                              (h_trace.transpose(0, 1), c2.transpose(0, 1), dh_dc.transpose(0, 1)), g_doubled=True)
         torch.mul(c2[-1], 0.5, out=c_last)
         ctx.save_for_backward(x_ones, weight_ih, h)
         return h, c_last
