@@ -231,14 +231,10 @@ def _recurrent_gradients_cpu(model: nn.Module, loss_obj: nn.Module, data: Dict, 
     total = _head_loss(model, loss_obj, data, rows, tail)
     delta, d_input_gate = run.backward(torch.autograd.grad(total, [tail])[0], overwrite=True)
     inputs.seal()
+    wants_input_gate = _wants_input_gate(family, recurrent)
     for r in rows:
         d_hh, d_ih, d_bias = inputs.weight_gradients(delta, r)
-        if family == "lstm":
-            values = {"lstm.weight_ih_l0": d_ih, "lstm.weight_hh_l0": d_hh, "lstm.bias_ih_l0": d_bias,
-                      "lstm.bias_hh_l0": d_bias}
-        else:
-            values = {"dynamic_gates.weight_ih": d_ih, "dynamic_gates.weight_hh": d_hh, "dynamic_gates.bias": d_bias,
-                      "input_gate.weight": d_input_gate[r].t() @ x_s[r], "input_gate.bias": d_input_gate[r].sum(0)}
+        values = _named_gradients(family, d_ih, d_hh, d_bias, *((d_input_gate[r], x_s[r]) if wants_input_gate else ()))
         for name in recurrent:
             per_name.setdefault(name, []).append(values[name])
     return tail
@@ -253,25 +249,34 @@ def _recurrent_gradients_gpu(model: nn.Module, loss_obj: nn.Module, data: Dict, 
     run = lstm_recurrence(x, *weights) if family == "lstm" else ealstm_recurrence(x, x_s, *weights)
     features = run.h.transpose(0, 1)[:, -loss_steps(model, run.h.shape[0]):]
     total = _head_loss(model, loss_obj, data, rows, features)
-    wants_input_gate = family == "ealstm" and any(n.startswith("input_gate.") for n in recurrent)
+    wants_input_gate = _wants_input_gate(family, recurrent)
     deltas = torch.autograd.grad(total, [run.pre] + ([run.input_gate_pre] if wants_input_gate else []))
     # sample-major gate deltas and h[t-1]: each basin's samples are contiguous [n, T, ·] blocks
     delta, previous = (t.detach().transpose(0, 1).contiguous() for t in (deltas[0], run.h_previous))
     inputs = x.transpose(0, 1)
     bias_per_sample = delta.sum(dim=1)
     for r in rows:
-        d, z, hp = delta[r], inputs[r], previous[r]
-        bias = bias_per_sample[r].sum(dim=0)
-        if family == "lstm":
-            values = {"lstm.weight_ih_l0": weight_gradients(d, z), "lstm.weight_hh_l0": weight_gradients(d, hp),
-                      "lstm.bias_ih_l0": bias, "lstm.bias_hh_l0": bias}
-        else:
-            values = {"dynamic_gates.weight_ih": weight_gradients(d, z),
-                      "dynamic_gates.weight_hh": weight_gradients(d, hp), "dynamic_gates.bias": bias}
-            if wants_input_gate:  # deltas of the input gate's pre-activation W_i x_s + b_i, one per sample
-                d_gate = deltas[1][r]
-                values["input_gate.weight"] = d_gate.t() @ x_s[r]
-                values["input_gate.bias"] = d_gate.sum(dim=0)
+        d = delta[r]
+        values = _named_gradients(family, weight_gradients(d, inputs[r]), weight_gradients(d, previous[r]),
+                                  bias_per_sample[r].sum(dim=0), *((deltas[1][r], x_s[r]) if wants_input_gate else ()))
         for name in recurrent:
             per_name.setdefault(name, []).append(values[name])
     return features
+
+
+def _wants_input_gate(family: str, recurrent: List[str]) -> bool:
+    return family == "ealstm" and any(n.startswith("input_gate.") for n in recurrent)
+
+
+def _named_gradients(family: str, d_ih: torch.Tensor, d_hh: torch.Tensor, d_bias: torch.Tensor,
+                     d_input_gate: Optional[torch.Tensor] = None,
+                     x_s: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """One basin's recurrent gradients by parameter name; ``d_input_gate`` ``[n, H]`` (EA-LSTM, where asked for):
+    each sample's delta of the input gate's pre-activation ``W_i x_s + b_i``, with its statics ``x_s`` ``[n, S]``."""
+    if family == "lstm":
+        return {"lstm.weight_ih_l0": d_ih, "lstm.weight_hh_l0": d_hh, "lstm.bias_ih_l0": d_bias,
+                "lstm.bias_hh_l0": d_bias}
+    values = {"dynamic_gates.weight_ih": d_ih, "dynamic_gates.weight_hh": d_hh, "dynamic_gates.bias": d_bias}
+    if d_input_gate is not None:
+        values.update({"input_gate.weight": d_input_gate.t() @ x_s, "input_gate.bias": d_input_gate.sum(dim=0)})
+    return values
